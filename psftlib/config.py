@@ -1,0 +1,177 @@
+"""Profiles (``config/<profile>.yaml``), their JSON schema, and the dataclasses the code runs on.
+
+A profile is validated once, as a whole, against ``config/schema.yaml`` before any work starts; an error
+names the file and the dotted key (``config/mini.yaml: runs.psft.lr: -1 is less than the minimum of 0``).
+A run's :class:`TrainConfig` is the profile's ``train`` defaults updated with ``runs.<name>``, then with
+command-line ``--set key=value`` overrides, then checked again.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = ROOT / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A profile or override that does not satisfy the schema; the message names file and key."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Names follow the paper's batch words (conventions.md)."""
+
+    objective: str = "psft"  # "sft" | "psft"
+    train_batch_size: int = 256  # sequences per old-policy refresh (paper: 256)
+    mini_batch_size: int = 32  # sequences per optimizer step (paper: 32 -> 8 steps per refresh)
+    micro_batch_size: int = 8  # sequences per forward/backward; only memory, never the maths
+    epochs: float = 1.0  # passes over the training set (fractional allowed)
+    lr: float = 1e-6
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    warmup_steps: int = 0  # linear warm-up of the lr over this many optimizer steps, then constant
+    max_grad_norm: float = 1.0
+    clip_low: float = 0.2  # ε_low (never acts for A = 1; see objectives.psft_loss)
+    clip_high: float = 0.28  # ε_high
+    seed: int = 0
+    save_checkpoint: bool = True
+
+    def validate(self) -> TrainConfig:
+        from psftlib.objectives import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective: {self.objective!r} is not one of {list(OBJECTIVES)}")
+        for name in ("train_batch_size", "mini_batch_size", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.train_batch_size % self.mini_batch_size:
+            raise ConfigError(
+                f"train_batch_size: {self.train_batch_size} is not a multiple of "
+                f"mini_batch_size {self.mini_batch_size}"
+            )
+        if self.mini_batch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"mini_batch_size: {self.mini_batch_size} is not a multiple of "
+                f"micro_batch_size {self.micro_batch_size}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr: must be a positive number, got {self.lr}")
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs: must be > 0, got {self.epochs}")
+        if not 0 <= self.clip_low < 1:
+            raise ConfigError(f"clip_low: must be in [0, 1), got {self.clip_low}")
+        if self.clip_high < 0:
+            raise ConfigError(f"clip_high: must be >= 0, got {self.clip_high}")
+        return self
+
+    @property
+    def steps_per_train_batch(self) -> int:
+        return self.train_batch_size // self.mini_batch_size
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "train config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**values).validate()
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+
+@dataclass
+class Profile:
+    """A validated profile: the raw mapping plus where it came from."""
+
+    name: str
+    path: Path
+    data: dict[str, Any] = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def runs(self) -> list[str]:
+        return list(self.data["runs"])
+
+    def run_config(self, run: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        if run not in self.data["runs"]:
+            raise ConfigError(f"{self.path}: runs.{run}: no such run; defined runs: {self.runs}")
+        values = {**self.data["train"], **(self.data["runs"][run] or {}), **(overrides or {})}
+        values.setdefault("seed", self.data["seed"])
+        return TrainConfig.from_dict(values, source=f"{self.path}: runs.{run}")
+
+
+def _schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def validate_profile(data: Any, source: str) -> None:
+    """Raise :class:`ConfigError` naming ``source`` and the dotted key of the first schema violation."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = []
+        for err in errors:
+            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+            lines.append(f"{source}: {key}: {err.message}")
+        raise ConfigError("\n".join(lines))
+    # cross-field checks the schema cannot express: every run must make a valid TrainConfig
+    profile = Profile(name=data["profile"], path=Path(source), data=data)
+    for run in profile.runs:
+        profile.run_config(run)
+    for fig, spec in data.get("figures", {}).items():
+        for run in spec.get("runs", []):
+            if run not in data["runs"]:
+                raise ConfigError(f"{source}: figures.{fig}.runs: {run!r} is not defined under runs")
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load ``config/<name>.yaml`` (or a path to a YAML file) and validate it."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = ROOT / "config" / f"{name_or_path}.yaml"
+    if not path.exists():
+        available = sorted(p.stem for p in (ROOT / "config").glob("*.yaml") if p.stem != "schema")
+        raise ConfigError(f"{path}: no such profile; available: {available}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    try:
+        shown = path.relative_to(ROOT)
+    except ValueError:
+        shown = path
+    validate_profile(data, str(shown))
+    return Profile(name=data["profile"], path=shown, data=copy.deepcopy(data))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=1e-5", "epochs=2"]`` -> ``{"lr": 1e-05, "epochs": 2}`` (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # PyYAML reads "1e-5" (no dot) as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
+    return out

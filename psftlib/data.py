@@ -1,0 +1,128 @@
+"""Demonstration data: JSONL records -> token ids with a response-only loss mask -> padded batches.
+
+A record is one JSON object per line with ``prompt`` (user text), ``response`` (the demonstration) and
+optionally ``system`` and ``answer``. The chat template is applied to the prompt; the response is tokenized
+on its own and followed by the EOS token (``<|im_end|>``), so the model learns to stop. Only response tokens
+and that EOS carry loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class DataError(ValueError):
+    """A malformed data file; the message names the file and line."""
+
+
+REQUIRED_FIELDS = ("prompt", "response")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file of demonstrations, refusing empty or malformed records with file and line named."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            for key in REQUIRED_FIELDS:
+                if not isinstance(row.get(key), str) or not row[key].strip():
+                    raise DataError(f"{path}:{lineno}: field {key!r} is missing or empty")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no records")
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write rows atomically (temp file in the same folder, then rename)."""
+    with atomic_write(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class atomic_write:  # noqa: N801 - used like open()
+    """``with atomic_write(path) as f:`` writes to a temp file beside ``path`` and renames it on success."""
+
+    def __init__(self, path: str | Path, mode: str = "w"):
+        self.path = Path(path)
+        self.mode = mode
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self.f = os.fdopen(fd, self.mode, encoding=None if "b" in self.mode else "utf-8")
+        return self.f
+
+    def __exit__(self, exc_type, exc, tb):
+        self.f.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)
+        return False
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    loss_mask: list[int]  # 1 on response tokens (and the EOS after them)
+
+
+def encode(tokenizer: Any, row: dict[str, Any]) -> Example:
+    """Chat-template the prompt, append the response and EOS; mask = response + EOS."""
+    messages = []
+    if row.get("system"):
+        messages.append({"role": "system", "content": row["system"]})
+    messages.append({"role": "user", "content": row["prompt"]})
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if hasattr(prompt_ids, "keys"):  # transformers 5 returns a BatchEncoding
+        prompt_ids = prompt_ids["input_ids"]
+    response_ids = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
+    response_ids = [*response_ids, tokenizer.eos_token_id]
+    return Example(
+        input_ids=list(prompt_ids) + response_ids,
+        loss_mask=[0] * len(prompt_ids) + [1] * len(response_ids),
+    )
+
+
+def encode_all(tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int | None = None) -> list[Example]:
+    """Encode every row; rows longer than ``max_length`` are refused (the full truncation policy is later)."""
+    out = []
+    for i, row in enumerate(rows):
+        ex = encode(tokenizer, row)
+        if max_length is not None and len(ex.input_ids) > max_length:
+            raise DataError(f"record {i} ({row.get('id', '?')}): {len(ex.input_ids)} tokens > max_length {max_length}")
+        out.append(ex)
+    return out
+
+
+def collate(examples: Sequence[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example. Returns ``input_ids``, ``attention_mask``, ``loss_mask``: ``[B, T]``."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(examples), width), dtype=torch.float32)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        input_ids[i, :n] = torch.tensor(e.input_ids)
+        attention_mask[i, :n] = 1
+        loss_mask[i, :n] = torch.tensor(e.loss_mask, dtype=torch.float32)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}

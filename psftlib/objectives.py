@@ -1,0 +1,107 @@
+"""Training objectives on per-token tensors.
+
+Every objective takes per-token log-probabilities of the *dataset* tokens, shape ``[B, T]``, a ``mask`` of the
+same shape (1 where the token is a response token that is trained on, 0 for prompt and padding) and
+``num_tokens``: the number of masked tokens in the whole *mini batch* the optimizer step is taken on.
+Dividing by that global count (not by this call's ``mask.sum()``) makes gradient accumulation over micro
+batches (and, later, over ranks) give exactly the token-mean over the mini batch, as verl's ``token-mean``
+loss aggregation intends. It defaults to ``mask.sum()``, i.e. one call = one mini batch.
+
+Each returns ``(loss, metrics)``: ``loss`` is a scalar to call ``backward()`` on; ``metrics`` is a dict of
+detached floats measured over *this call's* masked tokens (means, fractions, maxima), with ``"num_tokens"``
+so that a caller can weight them when it aggregates micro batches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Metrics = dict[str, float]
+
+# r = exp(logp - old_logp) is computed from a clamped log-ratio, as verl does, so that one wild token cannot
+# overflow the ratio to inf (whose gradient would then be nan).
+LOG_RATIO_CLAMP = 20.0
+
+
+def _num_tokens(mask: torch.Tensor, num_tokens: int | float | torch.Tensor | None) -> torch.Tensor:
+    n = mask.sum() if num_tokens is None else torch.as_tensor(num_tokens, dtype=torch.float32)
+    return n.to(torch.float32).clamp(min=1.0)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    n = mask.sum()
+    return float((values * mask).sum() / n) if n > 0 else 0.0
+
+
+def sft_loss(
+    logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    num_tokens: int | float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """Token-mean negative log-likelihood, the paper's eq. 2.
+
+    ``loss = -sum(logprobs * mask) / num_tokens``. Seen as policy gradient (§2.1), this is eq. 3 with every
+    dataset token's advantage fixed to 1 and no importance ratio.
+    """
+    mask = mask.to(logprobs.dtype)
+    loss = -(logprobs * mask).sum() / _num_tokens(mask, num_tokens)
+    metrics = {"nll": -_masked_mean(logprobs.detach(), mask), "num_tokens": float(mask.sum())}
+    return loss, metrics
+
+
+def psft_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    num_tokens: int | float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    r"""The PSFT loss, the paper's eq. 6 with advantage A = 1.
+
+    Paper (eq. 6)::
+
+        L_PSFT(θ) = -E_{(s_t, a*_t) ~ D} [ min( r_t(θ) Â_t , clip(r_t(θ), 1-ε_low, 1+ε_high) Â_t ) ],
+        r_t(θ) = π_θ(a*_t | s_t) / π_θ_old(a*_t | s_t),   Â_t = 1
+
+    Code (each line next to its term)::
+
+        r    = exp(clamp(logprobs - old_logprobs, -20, 20))          # r_t(θ); old_logprobs carry no grad
+        surr = min(r, clip(r, 1 - clip_low, 1 + clip_high))           # min(r Â, clip(r) Â) with Â = 1
+        loss = -sum(surr * mask) / num_tokens                         # -E over dataset tokens (token-mean)
+
+    Why the lower clip never acts when A = 1: ``min(r, clip(r, 1-ε_low, 1+ε_high))`` equals ``r`` whenever
+    ``r <= 1+ε_high`` (for r < 1-ε_low, clip(r) = 1-ε_low > r so the min picks r, which still has a gradient).
+    Only ``r > 1+ε_high`` selects the constant ``1+ε_high`` and zeroes the token's gradient (eq. 7): a token
+    whose probability has already risen by more than the trust region since the old policy stops being pushed
+    up. A token whose probability fell (r < 1-ε_low) keeps its full gradient, pulling it back up. So
+    ``clip_low`` is kept only for symmetry with PPO; ``clip_fraction_low`` is logged to show how often r
+    left the region from below, but it never changes the gradient.
+
+    The gradient of a kept token is ``-r * ∇logp / num_tokens``: at r = 1 (old policy = current, e.g. the first
+    mini batch after a refresh) it is exactly the SFT gradient.
+    """
+    mask = mask.to(logprobs.dtype)
+    old_logprobs = old_logprobs.detach()
+    log_ratio = torch.clamp(logprobs - old_logprobs, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)  # [B, T]
+    surrogate = torch.minimum(ratio, torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high))  # [B, T]
+    loss = -(surrogate * mask).sum() / _num_tokens(mask, num_tokens)
+
+    with torch.no_grad():
+        r = ratio.detach()
+        n = float(mask.sum())
+        ratio_max = float(r.masked_fill(mask == 0, float("-inf")).max()) if n > 0 else 0.0
+        metrics = {
+            "nll": -_masked_mean(logprobs.detach(), mask),
+            "clip_fraction_high": _masked_mean((r > 1.0 + clip_high).to(r.dtype), mask),
+            "clip_fraction_low": _masked_mean((r < 1.0 - clip_low).to(r.dtype), mask),
+            "ratio_mean": _masked_mean(r, mask),
+            "ratio_max": ratio_max,
+            "approx_kl": _masked_mean(old_logprobs - logprobs.detach(), mask),
+            "num_tokens": n,
+        }
+    return loss, metrics
+
+
+OBJECTIVES = ("sft", "psft")
