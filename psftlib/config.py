@@ -8,9 +8,11 @@ command-line ``--set key=value`` overrides, then checked again.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,16 @@ from typing import Any
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def _find_root() -> Path:
+    """The project folder: ``$PSFT_ROOT``, else the checkout this package sits in, else the working dir."""
+    if os.environ.get("PSFT_ROOT"):
+        return Path(os.environ["PSFT_ROOT"]).resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "config" / "schema.yaml").exists() else Path.cwd()
+
+
+ROOT = _find_root()
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
 
 
@@ -169,9 +180,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, value = item.split("=", 1)
         parsed = yaml.safe_load(value)
         if isinstance(parsed, str):  # PyYAML reads "1e-5" (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 parsed = float(parsed)
-            except ValueError:
-                pass
         out[key.strip()] = parsed
     return out

@@ -58,7 +58,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-class atomic_write:  # noqa: N801 - used like open()
+class atomic_write:
     """``with atomic_write(path) as f:`` writes to a temp file beside ``path`` and renames it on success."""
 
     def __init__(self, path: str | Path, mode: str = "w"):
@@ -103,13 +103,17 @@ def encode(tokenizer: Any, row: dict[str, Any]) -> Example:
     )
 
 
-def encode_all(tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int | None = None) -> list[Example]:
+def encode_all(
+    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int | None = None
+) -> list[Example]:
     """Encode every row; rows longer than ``max_length`` are refused (the full truncation policy is later)."""
     out = []
     for i, row in enumerate(rows):
         ex = encode(tokenizer, row)
         if max_length is not None and len(ex.input_ids) > max_length:
-            raise DataError(f"record {i} ({row.get('id', '?')}): {len(ex.input_ids)} tokens > max_length {max_length}")
+            raise DataError(
+                f"record {i} ({row.get('id', '?')}): {len(ex.input_ids)} tokens > max_length {max_length}"
+            )
         out.append(ex)
     return out
 

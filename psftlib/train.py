@@ -13,7 +13,9 @@ per train batch PSFT has r = 1 everywhere and is plain SFT, parameter for parame
 
 Outputs in ``out_dir`` (each written to a temp name and renamed when complete)::
 
-    metrics.jsonl   one JSON line per optimizer step (see METRIC_KEYS)
+    metrics.jsonl   one JSON line per optimizer step (see METRIC_KEYS); ``step`` counts optimizer steps,
+                    ``train_batch`` counts train batches (fractional within one), which is what verl
+                    and the paper's figures call a step: SFT and PSFT share that axis
     config.json     the resolved TrainConfig
     checkpoint/     Hugging Face format (model + tokenizer), if cfg.save_checkpoint
 """
@@ -40,10 +42,25 @@ from psftlib.logprobs import token_logprobs
 from psftlib.objectives import psft_loss, sft_loss
 
 METRIC_KEYS = (
-    "step", "epoch", "loss", "nll", "token_accuracy", "entropy", "clip_fraction_high", "clip_fraction_low",
-    "ratio_mean", "ratio_max", "approx_kl", "grad_norm", "lr", "tokens", "response_tokens", "tokens_per_s",
+    "step",
+    "train_batch",
+    "epoch",
+    "loss",
+    "nll",
+    "token_accuracy",
+    "entropy",
+    "clip_fraction_high",
+    "clip_fraction_low",
+    "ratio_mean",
+    "ratio_max",
+    "approx_kl",
+    "grad_norm",
+    "lr",
+    "tokens",
+    "response_tokens",
+    "tokens_per_s",
     "wall_s",
-)  # fmt: skip
+)
 # Measured wall-clock quantities: the only fields that differ between two runs of the same config and seed.
 TIMING_KEYS = ("tokens_per_s", "wall_s")
 
@@ -80,11 +97,16 @@ def _micro_batches(mini: Sequence[Example], cfg: TrainConfig, pad_id: int) -> li
 
 
 @torch.no_grad()
-def old_policy_logprobs(model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+def old_policy_logprobs(
+    model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]]
+) -> list[torch.Tensor]:
     """π_θold log-probs of each micro batch's dataset tokens (``[b, T-1]`` each), eval mode, no grad."""
     was_training = model.training
     model.eval()
-    out = [token_logprobs(model, mb["input_ids"], mb["attention_mask"], with_stats=False).logprobs for mb in micro_batches]
+    out = [
+        token_logprobs(model, mb["input_ids"], mb["attention_mask"], with_stats=False).logprobs
+        for mb in micro_batches
+    ]
     model.train(was_training)
     return out
 
@@ -127,10 +149,15 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "config.json") as f:
         json.dump(
-            {**dataclasses.asdict(cfg), "n_examples": len(examples), "n_steps": n_steps,
-             "examples_dropped_per_epoch": dropped},
-            f, indent=2,
-        )  # fmt: skip
+            {
+                **dataclasses.asdict(cfg),
+                "n_examples": len(examples),
+                "n_steps": n_steps,
+                "examples_dropped_per_epoch": dropped,
+            },
+            f,
+            indent=2,
+        )
 
     model.train()
     history: list[dict[str, float]] = []
@@ -141,7 +168,9 @@ def train(
         order = torch.empty(0, dtype=torch.long)
         for tb in range(n_train_batches):
             epoch, tb_in_epoch = divmod(tb, n_batches_per_epoch)
-            if tb_in_epoch == 0:  # seeded reshuffle at each epoch start; the tail that fills no batch is dropped
+            if (
+                tb_in_epoch == 0
+            ):  # seeded reshuffle at each epoch start; the tail that fills no batch is dropped
                 order = torch.randperm(len(examples), generator=generator)
             idx = order[tb_in_epoch * cfg.train_batch_size : (tb_in_epoch + 1) * cfg.train_batch_size]
             train_batch = [examples[i] for i in idx.tolist()]
@@ -186,6 +215,8 @@ def train(
                 tokens = sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
                 row = {
                     "step": step,
+                    # progress in train batches (verl's "global step", the x axis of the paper's curves)
+                    "train_batch": tb + (k + 1) / len(minis),
                     "epoch": epoch + (tb_in_epoch + (k + 1) / len(minis)) / n_batches_per_epoch,
                     **_aggregate(parts),
                     "grad_norm": float(grad_norm),
@@ -242,7 +273,13 @@ def train_run(
     model = AutoModelForCausalLM.from_pretrained(str(paths["base"]), dtype=torch.float32)
     examples = encode_all(tokenizer, read_jsonl(paths["train_data"]))
     return train(
-        cfg, model, examples, out_dir or paths["out"], tokenizer.pad_token_id, tokenizer=tokenizer, progress=progress
+        cfg,
+        model,
+        examples,
+        out_dir or paths["out"],
+        tokenizer.pad_token_id,
+        tokenizer=tokenizer,
+        progress=progress,
     )
 
 
@@ -250,7 +287,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train one run of a profile (SFT or PSFT).")
     parser.add_argument("--profile", default="mini", help="profile name (config/<name>.yaml) or a YAML path")
     parser.add_argument("--run", required=True, help="run name under runs: in the profile")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields"
+    )
     parser.add_argument("--out", default=None, help="output folder (default results/runs/<profile>/<run>)")
     args = parser.parse_args(argv)
     set_threads(load_profile(args.profile)["threads"])

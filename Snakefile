@@ -1,0 +1,127 @@
+# psft: every table and figure of "Proximal Supervised Fine-Tuning", regenerated from scratch.
+#
+#   snakemake --cores all                          # default profile: mini (CPU, small world)
+#   snakemake --cores all --config profile=smoke   # tests / CI
+#
+# Reads like the paper's table of contents: one rule per table or figure, named after it. Compute rules
+# (world, train) write data under results/; figure rules only read it, so restyling never retrains.
+# Each rule declares its notebook and the psftlib modules it uses as inputs, and its slice of the profile
+# as params (Snakemake re-runs a job when its params change).
+import json
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from psftlib.config import ConfigError, load_profile
+
+
+PROFILE = config.get("profile", "mini")
+try:
+    P = load_profile(PROFILE)
+except ConfigError as err:
+    raise WorkflowError(f"invalid profile:\n{err}") from None
+
+PY = sys.executable
+NB = f"results/notebooks/{P.name}"
+LOGS = f"results/logs/{P.name}"
+FIG = "figures" if P.name == "mini" else f"figures/{P.name}"
+RUN_NOTEBOOK = f"{PY} -m psftlib.notebook"
+SRC = {
+    "world": ["psftlib/world.py", "psftlib/data.py", "psftlib/config.py"],
+    "train": ["psftlib/train.py", "psftlib/objectives.py", "psftlib/logprobs.py", "psftlib/data.py",
+              "psftlib/config.py"],
+    "plots": ["psftlib/plots.py"],
+}
+
+
+def slice_of(*keys):
+    """The part of the profile a job depends on, as a stable string (params trigger re-runs)."""
+    return json.dumps({k: P.data[k] for k in keys}, sort_keys=True)
+
+
+wildcard_constraints:
+    run="|".join(P.runs),
+
+
+rule all:
+    input:
+        f"{FIG}/fig1_entropy.png",
+
+
+# ---- compute ---------------------------------------------------------------------------------------------
+
+rule world:
+    """Tokenizer, base model and demonstration data of the profile (offline)."""
+    input:
+        notebook="notebooks/world.py",
+        src=SRC["world"],
+    output:
+        train=f"results/data/{P.name}/train.jsonl",
+        eval=f"results/data/{P.name}/eval.jsonl",
+        card=f"results/data/{P.name}/card.md",
+        base=directory(f"results/world/{P.name}/base"),
+        notebook=f"{NB}/world.ipynb",
+    params:
+        slice=slice_of("seed", "world", "model"),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/world.log",
+    threads: P["threads"]
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} > {log} 2>&1"
+
+
+rule train:
+    """One SFT or PSFT run (runs.<run> in the profile) from the base model."""
+    input:
+        notebook="notebooks/train.py",
+        src=SRC["train"],
+        data=rules.world.output.train,
+        base=rules.world.output.base,
+    output:
+        metrics=f"results/runs/{P.name}/{{run}}/metrics.jsonl",
+        config=f"results/runs/{P.name}/{{run}}/config.json",
+        notebook=f"{NB}/train_{{run}}.ipynb",
+    params:
+        slice=lambda wc: json.dumps({**P.data["train"], **P.data["runs"][wc.run]}, sort_keys=True),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/train_{{run}}.log",
+    threads: P["threads"]
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p run {wildcards.run} > {log} 2>&1"
+
+
+# ---- figures and tables (read results/, never train) -----------------------------------------------------
+
+rule fig1_entropy:
+    """Figure 1: token entropy over training, one line per method."""
+    input:
+        notebook="notebooks/fig1_entropy.py",
+        src=SRC["plots"],
+        metrics=expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl", run=P["figures"]["fig1_entropy"]["runs"]),
+    output:
+        png=f"{FIG}/fig1_entropy.png",
+        pdf=f"{FIG}/fig1_entropy.pdf",
+        notebook=f"{NB}/fig1_entropy.ipynb",
+    params:
+        slice=slice_of("figures"),
+        runs=json.dumps(P["figures"]["fig1_entropy"]["runs"]),
+        smooth=P["figures"]["fig1_entropy"].get("smooth", 1),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/fig1_entropy.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p runs '{params.runs}' -p smooth {params.smooth} > {log} 2>&1"

@@ -1,0 +1,83 @@
+"""Reading run outputs and drawing the paper's figures. Plotting only: nothing here trains."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+# One colour and label per run name, the same in every figure.
+STYLE = {
+    "sft": {"color": "#d62728", "label": "SFT"},
+    "sft_kl": {"color": "#ff7f0e", "label": "SFT-KL"},
+    "psft": {"color": "#1f77b4", "label": "PSFT"},
+}
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """One row per optimizer step from a run's ``metrics.jsonl``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics (train the run first)")
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: empty metrics file")
+    return pd.DataFrame(rows)
+
+
+def plot_entropy(
+    metrics: Mapping[str, pd.DataFrame], smooth: int = 1, title: str | None = None
+) -> plt.Figure:
+    """Figure 1's layout: token entropy on the trained tokens against training progress, one line per run.
+
+    The x axis counts train batches (verl's and the paper's "step"): SFT takes one optimizer step per train
+    batch and PSFT several, so optimizer steps would not line up. Dotted vertical lines mark epoch
+    boundaries, where SFT's sawtooth shows in the paper.
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for run, df in metrics.items():
+        style = STYLE.get(run, {"label": run})
+        y = df["entropy"].rolling(smooth, min_periods=1).mean() if smooth > 1 else df["entropy"]
+        ax.plot(df["train_batch"], y, lw=1.6, **style)
+    first = next(iter(metrics.values()))
+    for _, row in first[first["epoch"].apply(float.is_integer)].iterrows():
+        ax.axvline(row["train_batch"], color="0.8", ls=":", lw=0.8, zorder=0)
+    ax.set_xlabel("step (train batches: one old-policy refresh each)")
+    ax.set_ylabel("entropy (nats, trained tokens)")
+    ax.set_title(title or "Token entropy during fine-tuning")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically, without timestamps (same data => same bytes)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        out = stem.with_suffix(f".{fmt}")
+        tmp = out.with_name(f".{out.stem}.tmp.{fmt}")
+        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+        fig.savefig(tmp, format=fmt, dpi=150, metadata=metadata)
+        os.replace(tmp, out)
+        written.append(out)
+    plt.close(fig)
+    return written
+
+
+def figures_dir(profile: str, root: Path | None = None) -> Path:
+    """``figures/`` for the default profile (mini), ``figures/<profile>/`` for any other."""
+    from psftlib.config import ROOT
+
+    base = (root or ROOT) / "figures"
+    return base if profile == "mini" else base / profile

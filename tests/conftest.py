@@ -1,0 +1,45 @@
+import os
+
+import pytest
+import torch
+
+from psftlib.config import load_profile
+from psftlib.train import run_paths
+from psftlib.world import build_world
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def smoke_profile():
+    return load_profile("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_world(smoke_profile, tmp_path_factory):
+    """The smoke world (data, tokenizer, base model), built once into a temp folder."""
+    root = tmp_path_factory.mktemp("smoke_world")
+    build_world(smoke_profile.data, root / "data", root / "world")
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_world_in_results(smoke_profile):
+    """The smoke world where the pipeline expects it (results/.../smoke, git-ignored)."""
+    paths = run_paths("smoke", "_")
+    build_world(smoke_profile.data, paths["train_data"].parent, paths["base"].parent)
+    return paths
+
+
+@pytest.fixture()
+def tiny_model_and_examples(smoke_world):
+    from transformers import AutoModelForCausalLM
+
+    from psftlib.data import encode_all, read_jsonl
+    from psftlib.world import load_tokenizer
+
+    tok = load_tokenizer(smoke_world / "world" / "base")
+    model = AutoModelForCausalLM.from_pretrained(str(smoke_world / "world" / "base"), dtype=torch.float32)
+    examples = encode_all(tok, read_jsonl(smoke_world / "data" / "train.jsonl"))
+    return model, tok, examples

@@ -1,0 +1,60 @@
+"""Profiles are validated once, as a whole; a bad value is refused with the file and key named."""
+
+import pytest
+import yaml
+
+from psftlib.config import ConfigError, TrainConfig, load_profile, parse_overrides
+
+
+@pytest.mark.parametrize("name", ["smoke", "mini"])
+def test_shipped_profiles_are_valid_and_every_run_resolves(name):
+    prof = load_profile(name)
+    for run in prof.runs:
+        cfg = prof.run_config(run)
+        assert cfg.train_batch_size % cfg.mini_batch_size == 0
+
+
+def _write_bad(tmp_path, mutate):
+    data = yaml.safe_load(open(load_profile("smoke").path))
+    mutate(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda d: d["runs"]["psft"].update(lr=-1.0), "runs.psft.lr"),
+        (lambda d: d["runs"]["psft"].update(clip_hihg=0.3), "runs.psft"),  # typo'd key
+        (lambda d: d["train"].update(mini_batch_size="four"), "train.mini_batch_size"),
+        (lambda d: d["model"].pop("hidden_size"), "model"),
+        (lambda d: d["world"].update(kind="imaginary"), "world.kind"),
+        (lambda d: d["runs"]["psft"].update(mini_batch_size=5), "runs.psft"),  # 16 % 5 != 0
+        (lambda d: d["figures"]["fig1_entropy"].update(runs=["nope"]), "figures.fig1_entropy.runs"),
+    ],
+)
+def test_malformed_profile_is_refused_naming_the_key(tmp_path, mutate, key):
+    path = _write_bad(tmp_path, mutate)
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert key in str(err.value) and "bad.yaml" in str(err.value)
+
+
+def test_unknown_profile_lists_available():
+    with pytest.raises(ConfigError, match="available.*mini"):
+        load_profile("nonexistent")
+
+
+def test_overrides_parse_and_are_validated():
+    assert parse_overrides(["lr=1e-5", "epochs=2", "objective=sft"]) == {
+        "lr": 1e-5,
+        "epochs": 2,
+        "objective": "sft",
+    }
+    prof = load_profile("smoke")
+    assert prof.run_config("psft", {"lr": 1e-5}).lr == 1e-5
+    with pytest.raises(ConfigError, match="runs.psft.*unknown key"):
+        prof.run_config("psft", {"learning_rate": 1e-5})
+    with pytest.raises(ConfigError, match="objective"):
+        TrainConfig(objective="ppo").validate()

@@ -1,0 +1,103 @@
+"""The walking skeleton end to end: papermill runs a notebook, Snakemake plans and runs the smoke DAG."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from psftlib.config import ROOT, load_profile
+from psftlib.notebook import run_notebook
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+@pytest.mark.slow
+def test_train_notebook_runs_under_papermill(smoke_world_in_results, tmp_path):
+    out = tmp_path / "train.ipynb"
+    run_notebook(
+        ROOT / "notebooks" / "train.py",
+        out,
+        {"profile": "smoke", "run": "psft", "overrides": {"epochs": 1.0}, "out_dir": str(tmp_path / "run")},
+    )
+    nb = json.loads(out.read_text())
+    assert nb["metadata"]["papermill"]["parameters"]["run"] == "psft"
+    assert (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.slow
+def test_failing_notebook_leaves_no_output(tmp_path):
+    src = tmp_path / "bad.py"
+    src.write_text('# %% tags=["parameters"]\nx: int = 1\n\n# %%\nraise ValueError("broken on purpose")\n')
+    with pytest.raises(Exception, match="broken on purpose"):
+        run_notebook(src, tmp_path / "out" / "bad.ipynb")
+    assert not (tmp_path / "out" / "bad.ipynb").exists()
+    assert (tmp_path / "out" / "bad.failed.ipynb").exists()
+
+
+def test_snakemake_dry_run_lists_every_job():
+    for profile in ("smoke", "mini"):
+        res = subprocess.run(
+            [*SNAKEMAKE, "-n", "--forceall", "--config", f"profile={profile}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=_env(),
+        )
+        assert res.returncode == 0, res.stderr + res.stdout
+        runs = load_profile(profile).runs
+        for rule in ("world", "fig1_entropy", "all"):
+            assert rule in res.stdout
+        assert res.stdout.count("rule train:") == len(runs)
+
+
+def test_snakemake_refuses_a_malformed_profile_before_any_job(tmp_path):
+    data = yaml.safe_load(open(ROOT / "config" / "smoke.yaml"))
+    data["runs"]["psft"]["clip_high"] = -0.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    res = subprocess.run(
+        [*SNAKEMAKE, "-n", "--config", f"profile={bad}"], cwd=ROOT, capture_output=True, text=True, env=_env()
+    )
+    assert res.returncode != 0
+    assert "runs.psft.clip_high" in res.stdout + res.stderr
+
+
+def test_snakemake_lint_is_clean():
+    res = subprocess.run(
+        [*SNAKEMAKE, "--lint", "--config", "profile=smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "good condition" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_smoke_dag_runs_end_to_end():
+    res = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", "--forceall", "--config", "profile=smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    fig = ROOT / "figures" / "smoke" / "fig1_entropy.png"
+    assert fig.exists() and fig.stat().st_size > 10_000
+    for run in load_profile("smoke").runs:
+        rows = (ROOT / "results" / "runs" / "smoke" / run / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == load_profile("smoke").run_config(run).steps_per_train_batch * 2
+        assert (ROOT / "results" / "notebooks" / "smoke" / f"train_{run}.ipynb").exists()
