@@ -8,11 +8,11 @@
 # Each rule declares its notebook and the psftlib modules it uses as inputs, and its slice of the profile
 # as params (Snakemake re-runs a job when its params change).
 import json
-import sys
 
 from snakemake.exceptions import WorkflowError
 
 from psftlib.config import ConfigError, load_profile
+from psftlib.notebook import use_this_interpreter
 
 
 PROFILE = config.get("profile", "mini")
@@ -21,11 +21,13 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"invalid profile:\n{err}") from None
 
-PY = sys.executable
+# Jobs call `python` from PATH: put this interpreter's folder first, so a venv's snakemake uses that venv
+# even when it is not activated (and params stay free of machine-specific paths).
+use_this_interpreter()
 NB = f"results/notebooks/{P.name}"
 LOGS = f"results/logs/{P.name}"
 FIG = "figures" if P.name == "mini" else f"figures/{P.name}"
-RUN_NOTEBOOK = f"{PY} -m psftlib.notebook"
+RUN_NOTEBOOK = "python -m psftlib.notebook"
 SRC = {
     "world": ["psftlib/world.py", "psftlib/data.py", "psftlib/config.py"],
     "train": ["psftlib/train.py", "psftlib/objectives.py", "psftlib/logprobs.py", "psftlib/data.py",

@@ -22,6 +22,13 @@ import yaml
 from psftlib.config import ROOT
 
 
+def use_this_interpreter() -> None:
+    """Put this interpreter's folder first on ``PATH``, so jobs' ``python`` is the venv snakemake runs from."""
+    folder = os.path.dirname(sys.executable)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != folder:
+        os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
+
+
 def run_notebook(
     source: str | Path, output: str | Path, parameters: dict[str, Any] | None = None, cwd: str | Path = ROOT
 ) -> Path:
