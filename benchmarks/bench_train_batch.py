@@ -42,7 +42,7 @@ def main() -> None:
             base, data = paths["base"], paths["train_data"]
         tok = load_tokenizer(base)
         model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-        examples = encode_all(tok, read_jsonl(data))
+        examples, _ = encode_all(tok, read_jsonl(data))
         cfg = prof.run_config("psft", {"epochs": 1.0, "save_checkpoint": False})
         n_tb = len(examples) // cfg.train_batch_size
         times: dict[str, list[float]] = {"sft": [], "psft": []}

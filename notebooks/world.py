@@ -40,7 +40,7 @@ print((data_dir / "card.md").read_text())
 # %%
 tokenizer = load_tokenizer(paths["base"])
 rows = read_jsonl(data_dir / "train.jsonl")
-example = encode_all(tokenizer, rows[:1])[0]
+example = encode_all(tokenizer, rows[:1])[0][0]
 tokens = tokenizer.convert_ids_to_tokens(example.input_ids)
 print(" ".join(f"[{t}]" if m else t for t, m in zip(tokens, example.loss_mask, strict=True)))
 print(f"vocabulary: {len(tokenizer)}; base model: {world_dir.relative_to(ROOT) / 'base'}")

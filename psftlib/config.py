@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     """One training run. Names follow the paper's batch words (conventions.md)."""
 
-    objective: str = "psft"  # "sft" | "psft"
+    objective: str = "psft"  # "sft" | "psft" | "sft_kl" | "dft" | "iw_sft"
     train_batch_size: int = 256  # sequences per old-policy refresh (paper: 256)
     mini_batch_size: int = 32  # sequences per optimizer step (paper: 32 -> 8 steps per refresh)
     micro_batch_size: int = 8  # sequences per forward/backward; only memory, never the maths
@@ -53,10 +53,35 @@ class TrainConfig:
     adam_eps: float = 1e-8
     warmup_steps: int = 0  # linear warm-up of the lr over this many optimizer steps, then constant
     max_grad_norm: float = 1.0
-    clip_low: float = 0.2  # ε_low (never acts for A = 1; see objectives.psft_loss)
-    clip_high: float = 0.28  # ε_high
     seed: int = 0
-    save_checkpoint: bool = True
+    # PSFT (eq. 6) and its variants
+    clip_low: float = 0.2  # ε_low (never acts for A = 1; see objectives.psft_loss)
+    clip_high: float = 0.28  # ε_high; .inf = no clipping (§5.2)
+    old_policy_refresh: str | int = "train_batch"  # "train_batch" | k (every k mini batches) | "never" (§5.3)
+    sft_warmup_train_batches: int = 0  # plain SFT for this many train batches first ("PSFT + warm-up", §4.1)
+    sft_warmup_lr: float | None = None  # lr during the SFT warm-up (None: same lr)
+    entropy_top_fraction: float | None = (
+        None  # train only the top-ρ highest-entropy tokens of a batch (App. C.2)
+    )
+    # baselines
+    kl_coef: float = 0.5  # sft_kl: coefficient of the KL to the initial model (paper: 0.5)
+    kl_estimator: str = "k3"  # sft_kl: "k3" (sampled-token, verl's low_var_kl) | "full" (exact, full vocab)
+    iw_clip_low: float = 0.2  # iw_sft: importance-weight clip range (paper App. C.4: 0.2 / 1.8)
+    iw_clip_high: float = 1.8
+    iw_level: str = "token"  # iw_sft: "token" (paper eq. 13) | "sequence" (iw-SFT's own default)
+    # data
+    max_length: int | None = None  # tokens per sequence (prompt + response + EOS); None: no limit
+    truncation: str = "drop"  # longer sequences: "drop" them or "truncate" the response (no EOS then)
+    # compute
+    logprob_chunk_size: int | None = 1024  # tokens per LM-head chunk; None: full-logits path
+    gradient_checkpointing: bool = False
+    bf16: bool = False  # bf16 autocast (GPU only; ignored on CPU)
+    lora_r: int = 0  # > 0: train LoRA adapters of this rank (peft); the reference is the adapters disabled
+    lora_alpha: int = 16
+    # telemetry and outputs
+    token_sample_rate: float = 0.0  # share of trained tokens written to tokens.parquet (Figure 10)
+    checkpoint_every: int = 0  # save a resume state every this many optimizer steps (0: never)
+    save_checkpoint: bool = True  # final Hugging Face checkpoint
 
     def validate(self) -> TrainConfig:
         from psftlib.objectives import OBJECTIVES
@@ -84,6 +109,31 @@ class TrainConfig:
             raise ConfigError(f"clip_low: must be in [0, 1), got {self.clip_low}")
         if self.clip_high < 0:
             raise ConfigError(f"clip_high: must be >= 0, got {self.clip_high}")
+        refresh = self.old_policy_refresh
+        if not (refresh in ("train_batch", "never") or (isinstance(refresh, int) and refresh >= 1)):
+            raise ConfigError(
+                f"old_policy_refresh: {refresh!r} is not 'train_batch', 'never' or a positive integer"
+            )
+        if self.entropy_top_fraction is not None and not 0 < self.entropy_top_fraction <= 1:
+            raise ConfigError(f"entropy_top_fraction: must be in (0, 1], got {self.entropy_top_fraction}")
+        for name, allowed in (
+            ("kl_estimator", ("k3", "full")),
+            ("iw_level", ("token", "sequence")),
+            ("truncation", ("drop", "truncate")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {list(allowed)}")
+        if not 0 < self.iw_clip_low <= 1 <= self.iw_clip_high:
+            raise ConfigError(
+                f"iw_clip_low/iw_clip_high: need 0 < low <= 1 <= high, got {self.iw_clip_low}, "
+                f"{self.iw_clip_high}"
+            )
+        if not 0 <= self.token_sample_rate <= 1:
+            raise ConfigError(f"token_sample_rate: must be in [0, 1], got {self.token_sample_rate}")
+        if self.objective != "psft" and (self.sft_warmup_train_batches or self.entropy_top_fraction):
+            raise ConfigError(
+                f"sft_warmup_train_batches / entropy_top_fraction are PSFT options; objective is {self.objective!r}"
+            )
         return self
 
     @property

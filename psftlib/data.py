@@ -103,19 +103,49 @@ def encode(tokenizer: Any, row: dict[str, Any]) -> Example:
     )
 
 
+@dataclass
+class EncodeReport:
+    """What the length policy did; written into the run's config.json."""
+
+    n_records: int = 0
+    n_kept: int = 0
+    n_dropped: int = 0  # longer than max_length, policy "drop"
+    n_truncated: int = 0  # longer than max_length, policy "truncate" (response cut, no EOS)
+    n_no_response_left: int = 0  # truncation would leave no response token: dropped
+
+
 def encode_all(
-    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int | None = None
-) -> list[Example]:
-    """Encode every row; rows longer than ``max_length`` are refused (the full truncation policy is later)."""
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    max_length: int | None = None,
+    truncation: str = "drop",
+) -> tuple[list[Example], EncodeReport]:
+    """Encode every row under a stated length policy.
+
+    A sequence longer than ``max_length`` is either dropped (``"drop"``, the default: a cut demonstration
+    teaches the model to stop mid-thought, and there is no EOS to learn) or truncated from the right
+    (``"truncate"``: the response is cut, without EOS). Both are counted in the returned report.
+    """
+    if truncation not in ("drop", "truncate"):
+        raise ValueError(f"truncation: {truncation!r} is not 'drop' or 'truncate'")
+    report = EncodeReport(n_records=len(rows))
     out = []
-    for i, row in enumerate(rows):
+    for row in rows:
         ex = encode(tokenizer, row)
         if max_length is not None and len(ex.input_ids) > max_length:
-            raise DataError(
-                f"record {i} ({row.get('id', '?')}): {len(ex.input_ids)} tokens > max_length {max_length}"
-            )
+            if truncation == "drop":
+                report.n_dropped += 1
+                continue
+            if sum(ex.loss_mask[:max_length]) == 0:
+                report.n_no_response_left += 1
+                continue
+            ex = Example(ex.input_ids[:max_length], ex.loss_mask[:max_length])
+            report.n_truncated += 1
         out.append(ex)
-    return out
+    report.n_kept = len(out)
+    if not out:
+        raise DataError(f"no record fits max_length {max_length} (policy {truncation!r})")
+    return out, report
 
 
 def collate(examples: Sequence[Example], pad_token_id: int) -> dict[str, torch.Tensor]:

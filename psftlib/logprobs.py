@@ -1,4 +1,13 @@
-"""Per-token log-probabilities and entropy of the dataset tokens under a causal LM."""
+"""Per-token log-probabilities and entropy of the dataset tokens under a causal LM.
+
+Two paths, equal to 1e-5 (tests):
+
+- ``chunk_size=None``: the plain path, full ``[B, T, V]`` logits in fp32 (what most SFT code does).
+- ``chunk_size=n`` (default in training): only the trained positions are scored, ``n`` tokens at a time, from
+  the final hidden states and the LM head. :class:`ChunkedLMHead` keeps no logits for the backward pass: it
+  recomputes each chunk's logits there, so peak memory is one ``[n, V]`` fp32 block instead of ``[B*T, V]``
+  (plus its log-softmax, its grad ...). Entropy is computed only when asked.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +19,66 @@ import torch
 class TokenLogprobs(NamedTuple):
     """Per-token quantities at positions ``t`` predicting ``input_ids[:, t+1]``, each ``[B, T-1]``."""
 
-    logprobs: torch.Tensor  # log π(x_{t+1} | x_<=t); carries grad
+    logprobs: torch.Tensor  # log π(x_{t+1} | x_<=t); carries grad; 0 where not scored
     entropy: torch.Tensor | None  # H(π(· | x_<=t)); detached
     is_argmax: torch.Tensor | None  # 1.0 where the dataset token is the policy's greedy choice; detached
+
+
+class ChunkedLMHead(torch.autograd.Function):
+    """``hidden [N, H] @ weight[V, H]^T`` -> (log-prob of ``targets``, entropy, is-argmax), chunk by chunk.
+
+    Forward and backward each loop over chunks of ``chunk_size`` rows, accumulating in fp32. Backward uses
+    d logp(target) / d logits = onehot(target) - softmax(logits), recomputing the chunk's logits from the
+    saved hidden states and the per-row log-sum-exp. Entropy and is-argmax are not differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size: int, with_stats: bool):
+        n = hidden.shape[0]
+        logprobs = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        entropy = torch.empty(n if with_stats else 0, dtype=torch.float32, device=hidden.device)
+        is_argmax = torch.empty(n if with_stats else 0, dtype=torch.float32, device=hidden.device)
+        for s in range(0, n, chunk_size):
+            e = min(s + chunk_size, n)
+            logits = (hidden[s:e] @ weight.t()).float()  # [c, V]
+            lse[s:e] = torch.logsumexp(logits, dim=-1)
+            logprobs[s:e] = logits.gather(1, targets[s:e, None]).squeeze(1) - lse[s:e]
+            if with_stats:
+                probs = torch.exp(logits - lse[s:e, None])  # [c, V]
+                entropy[s:e] = lse[s:e] - (probs * logits).sum(-1)
+                is_argmax[s:e] = (logits.argmax(-1) == targets[s:e]).float()
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.chunk_size = chunk_size
+        ctx.mark_non_differentiable(entropy, is_argmax)
+        return logprobs, entropy, is_argmax
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, _grad_entropy, _grad_is_argmax):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        for s in range(0, hidden.shape[0], ctx.chunk_size):
+            e = min(s + ctx.chunk_size, hidden.shape[0])
+            logits = (hidden[s:e] @ weight.t()).float()  # [c, V], recomputed
+            grad_logits = -torch.exp(logits - lse[s:e, None]) * grad_logprobs[s:e, None]  # -p * g
+            grad_logits[rows[: e - s], targets[s:e]] += grad_logprobs[s:e]  # + onehot * g
+            if grad_hidden is not None:
+                grad_hidden[s:e] = (grad_logits @ weight.float()).to(hidden.dtype)
+            grad_weight += grad_logits.t() @ hidden[s:e].float()
+        return grad_hidden, grad_weight.to(weight.dtype), None, None, None
+
+
+def _check_plain_head(model: torch.nn.Module) -> torch.nn.Module:
+    head = model.get_output_embeddings()
+    config = getattr(model, "config", None)
+    if getattr(head, "bias", None) is not None or getattr(config, "final_logit_softcapping", None):
+        raise ValueError(
+            f"{type(model).__name__}: the chunked log-prob head supports a plain linear LM head only "
+            "(no bias, no logit soft-capping); use chunk_size=None"
+        )
+    return head
 
 
 def token_logprobs(
@@ -20,19 +86,60 @@ def token_logprobs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     with_stats: bool = True,
+    score_mask: torch.Tensor | None = None,
+    chunk_size: int | None = None,
 ) -> TokenLogprobs:
     """Log-probability of every next dataset token, and (``with_stats``) entropy and greedy agreement.
 
-    ``input_ids``, ``attention_mask``: ``[B, T]``. Align a loss mask with ``mask[:, 1:]``. Log-softmax is taken in
-    fp32 whatever the model's dtype. (This is the plain full-logits path.)
+    ``input_ids``, ``attention_mask``: ``[B, T]``. ``score_mask`` ``[B, T-1]`` (e.g. ``loss_mask[:, 1:]``) limits
+    the chunked path to the positions that matter; outside it the outputs are 0. Align a loss mask with
+    ``mask[:, 1:]``. Log-softmax is taken in fp32 whatever the model's dtype.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [B, T-1, V]
-    logp_all = torch.log_softmax(logits.float(), dim=-1)  # [B, T-1, V]
-    targets = input_ids[:, 1:].unsqueeze(-1)  # [B, T-1, 1]
-    logprobs = logp_all.gather(-1, targets).squeeze(-1)  # [B, T-1]
+    if chunk_size is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [B, T-1, V]
+        logp_all = torch.log_softmax(logits.float(), dim=-1)  # [B, T-1, V]
+        targets = input_ids[:, 1:].unsqueeze(-1)  # [B, T-1, 1]
+        logprobs = logp_all.gather(-1, targets).squeeze(-1)  # [B, T-1]
+        if score_mask is not None:
+            logprobs = logprobs * (score_mask > 0)
+        if not with_stats:
+            return TokenLogprobs(logprobs, None, None)
+        with torch.no_grad():
+            entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T-1]
+            is_argmax = (logp_all.argmax(-1) == targets.squeeze(-1)).float()  # [B, T-1]
+        return TokenLogprobs(logprobs, entropy, is_argmax)
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
+    head = _check_plain_head(lm)
+    hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
+    selected = (score_mask > 0) if score_mask is not None else attention_mask[:, 1:].bool()  # [B, T-1]
+    h = hidden[selected]  # [N, H]: only scored positions
+    targets = input_ids[:, 1:][selected]  # [N]
+    lp, ent, am = ChunkedLMHead.apply(h, head.weight, targets, chunk_size, with_stats)
+    shape = input_ids[:, 1:].shape
+
+    def scatter(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(shape, dtype=torch.float32, device=input_ids.device)
+        return out.masked_scatter(selected, values)
+
     if not with_stats:
-        return TokenLogprobs(logprobs, None, None)
+        return TokenLogprobs(scatter(lp), None, None)
+    return TokenLogprobs(scatter(lp), scatter(ent), scatter(am))
+
+
+def full_vocab_kl(
+    model: torch.nn.Module, ref_model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Exact per-position ``KL(π_θ(·|s) || π_ref(·|s))`` over the vocabulary, ``[B, T-1]``, grad w.r.t. θ only.
+
+    Plain full-logits path (both distributions are needed at once); for the ``sft_kl`` objective with
+    ``kl_estimator: full``.
+    """
+    logp = torch.log_softmax(
+        model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), -1
+    )
     with torch.no_grad():
-        entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T-1]
-        is_argmax = (logp_all.argmax(-1) == targets.squeeze(-1)).float()  # [B, T-1]
-    return TokenLogprobs(logprobs, entropy, is_argmax)
+        ref = torch.log_softmax(
+            ref_model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), -1
+        )
+    return (logp.exp() * (logp - ref)).sum(-1)  # [B, T-1]

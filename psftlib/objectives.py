@@ -104,4 +104,107 @@ def psft_loss(
     return loss, metrics
 
 
-OBJECTIVES = ("sft", "psft")
+# verl's low-variance KL ("k3", Schulman's estimator) clamps its log-ratio and its value; same bounds here.
+K3_LOG_RATIO_CLAMP = 20.0
+K3_VALUE_CLAMP = 10.0
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator ``exp(ref - logp) - (ref - logp) - 1`` (>= 0, zero when policy = reference)."""
+    log_ratio = torch.clamp(ref_logprobs - logprobs, -K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
+    return torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, -K3_VALUE_CLAMP, K3_VALUE_CLAMP)
+
+
+def sft_kl_loss(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float = 0.5,
+    estimator: str = "k3",
+    num_tokens: int | float | torch.Tensor | None = None,
+    full_kl: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """SFT-KL (the paper's baseline, §4.1): token-mean NLL + ``kl_coef`` x KL to the frozen initial model.
+
+    ``estimator="k3"``: the sampled-token low-variance estimate :func:`k3_kl` on the dataset tokens (what verl's
+    ``use_kl_loss`` with ``low_var_kl`` computes). ``estimator="full"``: the exact per-position
+    ``KL(π_θ(·|s) || π_ref(·|s))`` over the whole vocabulary, which the caller computes and passes as
+    ``full_kl`` ``[B, T]`` (it needs both distributions; see ``psftlib.logprobs.full_vocab_kl``). The two are
+    different quantities: a coefficient tuned for one does not transfer to the other.
+    """
+    mask = mask.to(logprobs.dtype)
+    ref_logprobs = ref_logprobs.detach()
+    if estimator == "k3":
+        kl = k3_kl(logprobs, ref_logprobs)
+    elif estimator == "full":
+        if full_kl is None:
+            raise ValueError("sft_kl_loss(estimator='full') needs full_kl, the per-token full-vocabulary KL")
+        kl = full_kl
+    else:
+        raise ValueError(f"kl estimator {estimator!r}: expected 'k3' or 'full'")
+    n = _num_tokens(mask, num_tokens)
+    loss = (-(logprobs * mask).sum() + kl_coef * (kl * mask).sum()) / n
+    metrics = {
+        "nll": -_masked_mean(logprobs.detach(), mask),
+        "kl": _masked_mean(kl.detach(), mask),
+        "num_tokens": float(mask.sum()),
+    }
+    return loss, metrics
+
+
+def dft_loss(
+    logprobs: torch.Tensor, mask: torch.Tensor, num_tokens: int | float | torch.Tensor | None = None
+) -> tuple[torch.Tensor, Metrics]:
+    """DFT (Wu et al. 2025; paper eq. 12): NLL of each token weighted by its *detached* probability.
+
+    ``loss = -sum(sg(exp(logp)) * logp * mask) / num_tokens``: the gradient of a token is ``-p ∇logp``, i.e.
+    ``-∇p``; confident tokens get pushed, unlikely ones barely.
+    """
+    mask = mask.to(logprobs.dtype)
+    weight = torch.exp(logprobs.detach())
+    loss = -(weight * logprobs * mask).sum() / _num_tokens(mask, num_tokens)
+    metrics = {
+        "nll": -_masked_mean(logprobs.detach(), mask),
+        "weight_mean": _masked_mean(weight, mask),
+        "num_tokens": float(mask.sum()),
+    }
+    return loss, metrics
+
+
+def iw_sft_loss(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    clip: tuple[float, float] = (0.2, 1.8),
+    level: str = "token",
+    num_tokens: int | float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """iw-SFT (Qin & Springenberg 2025; paper eq. 13): NLL weighted by a detached, clipped importance weight.
+
+    ``level="token"``: ``w_t = clip(exp(logp_t - ref_t), clip[0], clip[1])`` per token (the paper's eq. 13,
+    range 0.2 / 1.8 as the paper used). ``level="sequence"``: one weight per sequence,
+    ``w = clip(exp(sum_t mask_t (logp_t - ref_t)), ...)``, iw-SFT's own default. The weight carries no gradient.
+    """
+    mask = mask.to(logprobs.dtype)
+    log_w = (logprobs - ref_logprobs).detach()
+    if level == "token":
+        log_w = log_w.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    elif level == "sequence":
+        log_w = (
+            (log_w * mask).sum(-1, keepdim=True).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).expand_as(logprobs)
+        )
+    else:
+        raise ValueError(f"iw_sft level {level!r}: expected 'token' or 'sequence'")
+    weight = torch.clamp(torch.exp(log_w), clip[0], clip[1])
+    loss = -(weight * logprobs * mask).sum() / _num_tokens(mask, num_tokens)
+    metrics = {
+        "nll": -_masked_mean(logprobs.detach(), mask),
+        "weight_mean": _masked_mean(weight, mask),
+        "clip_fraction_high": _masked_mean((torch.exp(log_w) > clip[1]).to(weight.dtype), mask),
+        "clip_fraction_low": _masked_mean((torch.exp(log_w) < clip[0]).to(weight.dtype), mask),
+        "num_tokens": float(mask.sum()),
+    }
+    return loss, metrics
+
+
+OBJECTIVES = ("sft", "psft", "sft_kl", "dft", "iw_sft")

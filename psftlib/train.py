@@ -1,32 +1,42 @@
-"""The SFT / PSFT training loop, with the paper's train-batch / mini-batch / old-policy structure.
+"""The fine-tuning loop for every objective of the paper, with PSFT's train-batch / mini-batch / old-policy structure.
 
 For every *train batch* (paper: 256 sequences) the old policy π_θold is the current weights: their
 log-probabilities of the batch's dataset tokens (``old_logprobs``) are taken once, with no grad, before the
 first update. Then one optimizer step is taken per *mini batch* (paper: 32 sequences, so 8 steps per refresh),
-each accumulated over *micro batches* (memory only: the loss is divided by the mini batch's token count, so
-micro-batching never changes the maths). SFT runs through the same loop with no old policy; the paper's SFT
-uses mini batch = train batch (one step per 256 sequences).
+each accumulated over *micro batches* (memory only: the loss is divided by the mini batch's token count, summed
+over ranks, so neither micro-batching nor the number of processes changes the maths). SFT and the baselines
+run through the same loop; the paper's SFT uses mini batch = train batch (one step per 256 sequences).
 
-The first mini batch of a train batch is evaluated at exactly the refresh weights, so its own forward gives
-its ``old_logprobs`` (detached): only the other mini batches need the extra no-grad pass. With one mini batch
+The first mini batch after a refresh is evaluated at exactly the refresh weights, so its own forward gives its
+``old_logprobs`` (detached): only the other mini batches need the extra no-grad pass, and with one mini batch
 per train batch PSFT has r = 1 everywhere and is plain SFT, parameter for parameter (tests check this).
+
+Variants are configuration (``TrainConfig``): ``old_policy_refresh`` every train batch / every k mini batches /
+never (the initial model, §5.3), ``clip_high: .inf`` (no clipping, §5.2), ``sft_warmup_train_batches`` (PSFT +
+warm-up, §4.1), ``entropy_top_fraction`` (only the top-ρ highest-entropy tokens of a refresh window train, by
+the old policy's entropy, App. C.2).
 
 Outputs in ``out_dir`` (each written to a temp name and renamed when complete)::
 
-    metrics.jsonl   one JSON line per optimizer step (see METRIC_KEYS); ``step`` counts optimizer steps,
-                    ``train_batch`` counts train batches (fractional within one), which is what verl
-                    and the paper's figures call a step: SFT and PSFT share that axis
-    config.json     the resolved TrainConfig
-    checkpoint/     Hugging Face format (model + tokenizer), if cfg.save_checkpoint
+    metrics.jsonl   one JSON line per optimizer step (METRIC_KEYS); ``step`` counts optimizer steps,
+                    ``train_batch`` counts train batches (fractional within one), which is what verl and the
+                    paper's figures call a step: SFT and PSFT share that axis
+    tokens.parquet  sampled per-token telemetry (TOKEN_COLUMNS) if ``token_sample_rate`` > 0 (Figure 10)
+    config.json     the resolved TrainConfig and what the data's length policy did
+    checkpoint/     Hugging Face format (model + tokenizer), if ``save_checkpoint``
+    resume/         while running, if ``checkpoint_every`` > 0: model, optimizer, step, pending old-policy
+                    log-probs; a killed run restarted with the same command continues from it exactly
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -36,33 +46,21 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from psftlib.config import ROOT, TrainConfig, load_profile, parse_overrides
-from psftlib.data import Example, atomic_write, collate, encode_all, read_jsonl
-from psftlib.logprobs import token_logprobs
-from psftlib.objectives import psft_loss, sft_loss
+from psftlib.config import ROOT, ConfigError, TrainConfig, load_profile, parse_overrides
+from psftlib.data import EncodeReport, Example, atomic_write, collate, encode_all, read_jsonl
+from psftlib.logprobs import full_vocab_kl, token_logprobs
+from psftlib.objectives import dft_loss, iw_sft_loss, psft_loss, sft_kl_loss, sft_loss
 
 METRIC_KEYS = (
-    "step",
-    "train_batch",
-    "epoch",
-    "loss",
-    "nll",
-    "token_accuracy",
-    "entropy",
-    "clip_fraction_high",
-    "clip_fraction_low",
-    "ratio_mean",
-    "ratio_max",
-    "approx_kl",
-    "grad_norm",
-    "lr",
-    "tokens",
-    "response_tokens",
-    "tokens_per_s",
-    "wall_s",
-)
+    "step", "train_batch", "epoch", "loss", "nll", "token_accuracy", "entropy", "clip_fraction_high",
+    "clip_fraction_low", "ratio_mean", "ratio_max", "approx_kl", "kl", "weight_mean", "grad_norm", "lr",
+    "tokens", "response_tokens", "trained_tokens", "tokens_per_s", "wall_s",
+)  # fmt: skip
 # Measured wall-clock quantities: the only fields that differ between two runs of the same config and seed.
 TIMING_KEYS = ("tokens_per_s", "wall_s")
+TOKEN_COLUMNS = ("step", "train_batch", "epoch", "token_id", "token_text", "position", "logprob", "old_logprob",
+                 "ratio", "clipped", "entropy")  # fmt: skip
+FAULT_ENV = "PSFT_FAULT_AFTER_STEP"  # tests: SIGKILL this process right after the given step
 
 
 def set_threads(n: int | None = None) -> int:
@@ -74,41 +72,244 @@ def set_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+# ---- distributed helpers (no-ops in one process) ------------------------------------------------------------
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def _all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    if _dist()[0] > 1:
+        torch.distributed.all_reduce(
+            t, torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+        )
+    return t
+
+
 def _aggregate(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Combine per-micro-batch metrics: token-weighted means, max for ``*_max``, sum for ``loss``."""
-    total = sum(p["num_tokens"] for p in parts) or 1.0
-    out: dict[str, float] = {}
-    for key in parts[0]:
-        if key == "num_tokens":
-            continue
-        if key.endswith("_max"):
-            out[key] = max(p[key] for p in parts)
-        elif key == "loss":
-            out[key] = sum(p[key] for p in parts)
-        else:
-            out[key] = sum(p[key] * p["num_tokens"] for p in parts) / total
+    """Combine per-micro-batch (and per-rank) metrics: token-weighted means, max for ``*_max``, sum for ``loss``."""
+    keys = [k for k in parts[0] if k != "num_tokens"]
+    sums = torch.tensor(
+        [sum(p[k] * (1.0 if k == "loss" else p["num_tokens"]) for p in parts) for k in keys]
+        + [sum(p["num_tokens"] for p in parts)],
+        dtype=torch.float64,
+    )
+    maxes = torch.tensor(
+        [max(p[k] for p in parts) if k.endswith("_max") else 0.0 for k in keys], dtype=torch.float64
+    )
+    _all_reduce(sums)
+    _all_reduce(maxes, "max")
+    total = float(sums[-1]) or 1.0
+    out = {}
+    for i, k in enumerate(keys):
+        out[k] = float(maxes[i]) if k.endswith("_max") else float(sums[i]) / (1.0 if k == "loss" else total)
     return out
 
 
-def _micro_batches(mini: Sequence[Example], cfg: TrainConfig, pad_id: int) -> list[dict[str, torch.Tensor]]:
-    return [
-        collate(mini[i : i + cfg.micro_batch_size], pad_id) for i in range(0, len(mini), cfg.micro_batch_size)
-    ]
+# ---- the plan: which sequences each optimizer step sees, as a pure function of the step ----------------------
+
+
+@dataclasses.dataclass
+class Plan:
+    cfg: TrainConfig
+    n_examples: int
+    world: int = 1
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        c = self.cfg
+        self.batches_per_epoch = self.n_examples // c.train_batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"train_batch_size {c.train_batch_size} is larger than the dataset ({self.n_examples} examples)"
+            )
+        if c.mini_batch_size % self.world:
+            raise ConfigError(
+                f"mini_batch_size: {c.mini_batch_size} is not divisible by {self.world} processes"
+            )
+        self.per_rank = c.mini_batch_size // self.world
+        self.steps_per_train_batch = c.steps_per_train_batch
+        self.n_train_batches = max(1, math.ceil(c.epochs * self.batches_per_epoch))
+        self.n_steps = self.n_train_batches * self.steps_per_train_batch
+        self.dropped_per_epoch = self.n_examples - self.batches_per_epoch * c.train_batch_size
+        self._orders: dict[int, list[int]] = {}
+        self.first_psft_step = c.sft_warmup_train_batches * self.steps_per_train_batch
+
+    def order(self, epoch: int) -> list[int]:
+        """Seeded shuffle of epoch ``epoch`` (a function of seed and epoch only: resumable without state)."""
+        if epoch not in self._orders:
+            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._orders = {epoch: torch.randperm(self.n_examples, generator=g).tolist()}
+        return self._orders[epoch]
+
+    def where(self, step: int) -> tuple[int, int, int, int]:
+        """0-based optimizer step -> (train batch, mini batch within it, epoch, train batch within epoch)."""
+        tb, k = divmod(step, self.steps_per_train_batch)
+        epoch, tb_in_epoch = divmod(tb, self.batches_per_epoch)
+        return tb, k, epoch, tb_in_epoch
+
+    def indices(self, step: int) -> list[int]:
+        """This rank's example indices for optimizer step ``step`` (the tail that fills no train batch is dropped)."""
+        _, k, epoch, tbe = self.where(step)
+        start = tbe * self.cfg.train_batch_size + k * self.cfg.mini_batch_size + self.rank * self.per_rank
+        return self.order(epoch)[start : start + self.per_rank]
+
+    def objective(self, step: int) -> str:
+        return "sft" if step < self.first_psft_step else self.cfg.objective
+
+    def refresh_window(self, step: int) -> range:
+        """The optimizer steps whose old policy is the one taken at the start of ``step``'s window."""
+        refresh = self.cfg.old_policy_refresh
+        period = self.steps_per_train_batch if refresh in ("train_batch", "never") else int(refresh)
+        start = self.first_psft_step + (step - self.first_psft_step) // period * period
+        return range(start, min(start + period, self.n_steps))
+
+
+def _micro_batches(
+    examples: Sequence[Example], idx: list[int], cfg: TrainConfig, pad_id: int, device
+) -> list[dict]:
+    out = []
+    for i in range(0, len(idx), cfg.micro_batch_size):
+        mb = collate([examples[j] for j in idx[i : i + cfg.micro_batch_size]], pad_id)
+        out.append({k: v.to(device) for k, v in mb.items()})
+    return out
+
+
+# ---- model set-up -------------------------------------------------------------------------------------------
+
+
+def _apply_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:  # pragma: no cover - peft is in the lock
+        raise ConfigError("lora_r > 0 needs the 'peft' package") from err
+    config = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, config)
+
+
+class _Reference:
+    """π_ref, the frozen initial model (SFT-KL, iw-SFT, PSFT with ``old_policy_refresh: never``).
+
+    Full fine-tuning keeps a frozen copy; with LoRA the reference is the same model with adapters disabled.
+    """
+
+    def __init__(self, model: torch.nn.Module, lora: bool):
+        self.lora = lora
+        self.model = model if lora else copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def logprobs(self, mb: dict, mask: torch.Tensor, chunk: int | None, with_stats: bool = False):
+        if self.lora:
+            with self.model.disable_adapter():
+                return _no_grad_logprobs(self.model, mb, mask, chunk, with_stats)
+        return _no_grad_logprobs(self.model, mb, mask, chunk, with_stats)
 
 
 @torch.no_grad()
-def old_policy_logprobs(
-    model: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]]
-) -> list[torch.Tensor]:
-    """π_θold log-probs of each micro batch's dataset tokens (``[b, T-1]`` each), eval mode, no grad."""
+def _no_grad_logprobs(model, mb, mask, chunk, with_stats):
     was_training = model.training
     model.eval()
-    out = [
-        token_logprobs(model, mb["input_ids"], mb["attention_mask"], with_stats=False).logprobs
-        for mb in micro_batches
-    ]
+    out = token_logprobs(
+        model, mb["input_ids"], mb["attention_mask"], with_stats, score_mask=mask, chunk_size=chunk
+    )
     model.train(was_training)
     return out
+
+
+# ---- one optimizer step's forward/backward (the unit the multi-process test checks) --------------------------
+
+
+def backward_mini_batch(
+    model: torch.nn.Module,
+    micro_batches: list[dict],
+    objective: str,
+    cfg: TrainConfig,
+    old: list[torch.Tensor | None] | None = None,
+    select: list[torch.Tensor] | None = None,
+    reference: _Reference | None = None,
+    autocast: Any = None,
+) -> tuple[list[dict[str, float]], list[dict[str, torch.Tensor]]]:
+    """Accumulate the gradient of one mini batch into ``model``'s ``.grad``; return per-micro-batch metrics.
+
+    The loss of each micro batch is divided by the mini batch's trained-token count summed over all ranks,
+    so the accumulated (and, across ranks, summed) gradient is exactly the gradient of the global token-mean.
+    Also returns detached per-token tensors for telemetry.
+    """
+    masks = []
+    for m, mb in enumerate(micro_batches):
+        mask = mb["loss_mask"][:, 1:]  # [b, T-1], aligned with logprobs
+        masks.append(mask * select[m] if select is not None else mask)
+    num_tokens = _all_reduce(torch.tensor(sum(float(x.sum()) for x in masks), dtype=torch.float64))
+    num_tokens = float(num_tokens)
+    parts, tensors = [], []
+    for m, mb in enumerate(micro_batches):
+        response_mask, mask = mb["loss_mask"][:, 1:], masks[m]
+        with autocast() if autocast else _nullcontext():
+            out = token_logprobs(
+                model,
+                mb["input_ids"],
+                mb["attention_mask"],
+                score_mask=response_mask,
+                chunk_size=cfg.logprob_chunk_size,
+            )
+            old_lp = ref_lp = None
+            if objective == "sft":
+                loss, metrics = sft_loss(out.logprobs, mask, num_tokens)
+            elif objective == "dft":
+                loss, metrics = dft_loss(out.logprobs, mask, num_tokens)
+            elif objective == "psft":
+                old_lp = old[m] if old is not None and old[m] is not None else out.logprobs.detach()
+                loss, metrics = psft_loss(out.logprobs, old_lp, mask, cfg.clip_low, cfg.clip_high, num_tokens)
+            elif objective == "sft_kl":
+                ref_lp = reference.logprobs(mb, response_mask, cfg.logprob_chunk_size).logprobs
+                full = None
+                if cfg.kl_estimator == "full":
+                    full = full_vocab_kl(model, reference.model, mb["input_ids"], mb["attention_mask"])
+                loss, metrics = sft_kl_loss(
+                    out.logprobs, ref_lp, mask, cfg.kl_coef, cfg.kl_estimator, num_tokens, full
+                )
+            elif objective == "iw_sft":
+                ref_lp = reference.logprobs(mb, response_mask, cfg.logprob_chunk_size).logprobs
+                loss, metrics = iw_sft_loss(
+                    out.logprobs, ref_lp, mask, (cfg.iw_clip_low, cfg.iw_clip_high), cfg.iw_level, num_tokens
+                )
+            else:  # pragma: no cover - validated in TrainConfig
+                raise ConfigError(f"objective: {objective!r}")
+        loss.backward()
+        n_resp = float(response_mask.sum())
+        metrics["loss"] = float(loss.detach())
+        parts.append(metrics)
+        parts_stats = {
+            "entropy_sum": float((out.entropy * response_mask).sum()),
+            "argmax_sum": float((out.is_argmax * response_mask).sum()),
+            "n_response": n_resp,
+        }
+        tensors.append(
+            {
+                "logprobs": out.logprobs.detach(),
+                "entropy": out.entropy,
+                "mask": mask,
+                "old": old_lp,
+                **parts_stats,
+            }
+        )
+    return parts, tensors
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---- the loop -----------------------------------------------------------------------------------------------
 
 
 def train(
@@ -119,128 +320,276 @@ def train(
     pad_token_id: int,
     tokenizer: Any = None,
     progress: bool = True,
+    encode_report: EncodeReport | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place on ``examples`` with ``cfg``; write outputs to ``out_dir``; return the metrics."""
+    """Train ``model`` (at its initial weights) on ``examples`` with ``cfg``; write outputs; return the metrics.
+
+    If ``out_dir/resume`` holds a state from an earlier, interrupted call with the same arguments, training
+    continues from it and ends exactly as an uninterrupted run would.
+    """
     cfg.validate()
     out_dir = Path(out_dir)
-    n_batches_per_epoch = len(examples) // cfg.train_batch_size
-    if n_batches_per_epoch == 0:
-        raise ValueError(
-            f"train_batch_size {cfg.train_batch_size} is larger than the dataset ({len(examples)} examples)"
-        )
-    n_train_batches = max(1, math.ceil(cfg.epochs * n_batches_per_epoch))
-    n_steps = n_train_batches * cfg.steps_per_train_batch
-    dropped = len(examples) - n_batches_per_epoch * cfg.train_batch_size
+    world, rank = _dist()
+    plan = Plan(cfg, len(examples), world, rank)
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else None
+    device = device or next(model.parameters()).device
+    model.to(device)
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.bf16 and device.type == "cuda" else None
+    )
 
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.lora_r:
+        model = _apply_lora(model, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    objectives_used = {plan.objective(s) for s in (0, plan.n_steps - 1)}
+    needs_ref = bool({"sft_kl", "iw_sft"} & objectives_used) or (
+        "psft" in objectives_used and cfg.old_policy_refresh == "never"
+    )
+    reference = _Reference(model, bool(cfg.lora_r)) if needs_ref else None
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        params,
         lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,
         weight_decay=cfg.weight_decay,
     )
-    warmup = cfg.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
-    )
 
+    def lr_at(step: int) -> float:
+        base = cfg.sft_warmup_lr if (step < plan.first_psft_step and cfg.sft_warmup_lr) else cfg.lr
+        return base * (min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0)
+
+    # -- state, possibly resumed --
+    resume_dir = out_dir / "resume"
+    partial = out_dir / ".metrics.jsonl.partial"
+    state: dict[str, Any] = {"step": 0, "pending": {}, "wall_s": 0.0, "token_rows": []}
+    if (resume_dir / f"state_rank{rank}.pt").exists():
+        saved = torch.load(resume_dir / f"state_rank{rank}.pt", weights_only=False)
+        if saved["config"] != dataclasses.asdict(cfg) or saved["n_examples"] != len(examples):
+            raise ValueError(
+                f"{resume_dir}: resume state is from a different config or dataset; delete it to restart"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["state"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out_dir / "config.json") as f:
-        json.dump(
-            {
-                **dataclasses.asdict(cfg),
-                "n_examples": len(examples),
-                "n_steps": n_steps,
-                "examples_dropped_per_epoch": dropped,
-            },
-            f,
-            indent=2,
-        )
+    if rank == 0:
+        with atomic_write(out_dir / "config.json") as f:
+            info = {"n_examples": len(examples), "n_steps": plan.n_steps, "processes": world,
+                    "examples_dropped_per_epoch": plan.dropped_per_epoch,
+                    "length_policy": dataclasses.asdict(encode_report) if encode_report else None}  # fmt: skip
+            json.dump({**dataclasses.asdict(cfg), **info}, f, indent=2, default=str)
+        kept = partial.read_text().splitlines()[: state["step"]] if partial.exists() else []
+        partial.write_text("".join(line + "\n" for line in kept))
+    history = [json.loads(line) for line in (partial.read_text().splitlines() if rank == 0 else [])]
 
     model.train()
-    history: list[dict[str, float]] = []
-    start = last = time.perf_counter()
-    bar = tqdm(total=n_steps, desc=f"{cfg.objective}", disable=not progress, mininterval=5, file=sys.stderr)
-    with atomic_write(out_dir / "metrics.jsonl") as metrics_file:
-        step = 0
-        order = torch.empty(0, dtype=torch.long)
-        for tb in range(n_train_batches):
-            epoch, tb_in_epoch = divmod(tb, n_batches_per_epoch)
+    fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
+    bar = tqdm(total=plan.n_steps, initial=state["step"], desc=cfg.objective, disable=not progress or rank != 0,
+               mininterval=5, file=sys.stderr)  # fmt: skip
+    metrics_file = open(partial, "a") if rank == 0 else None  # noqa: SIM115 - closed below
+    try:
+        for step in range(state["step"], plan.n_steps):
+            started = time.perf_counter()
+            objective = plan.objective(step)
+            micro = _micro_batches(examples, plan.indices(step), cfg, pad_token_id, device)
+            old, select = None, None
+            if objective == "psft":
+                if step not in state["pending"]:
+                    state["pending"] = _refresh(model, reference, examples, plan, step, pad_token_id, device)
+                pending = state["pending"].pop(step)
+                old, select = pending["old"], pending["select"]
+
+            optimizer.zero_grad(set_to_none=True)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            parts, tensors = backward_mini_batch(
+                model, micro, objective, cfg, old, select, reference, autocast
+            )
             if (
-                tb_in_epoch == 0
-            ):  # seeded reshuffle at each epoch start; the tail that fills no batch is dropped
-                order = torch.randperm(len(examples), generator=generator)
-            idx = order[tb_in_epoch * cfg.train_batch_size : (tb_in_epoch + 1) * cfg.train_batch_size]
-            train_batch = [examples[i] for i in idx.tolist()]
-            minis = [
-                _micro_batches(train_batch[k : k + cfg.mini_batch_size], cfg, pad_token_id)
-                for k in range(0, cfg.train_batch_size, cfg.mini_batch_size)
-            ]
-            # Old-policy refresh: log-probs at the weights before this train batch's first update.
-            # Mini batch 0 gets them from its own forward below (same weights), the rest from a no-grad pass.
-            old: list[list[torch.Tensor] | None] = [None] * len(minis)
-            if cfg.objective == "psft":
-                for k in range(1, len(minis)):
-                    old[k] = old_policy_logprobs(model, minis[k])
+                world > 1
+            ):  # exact global gradient: each rank's loss is already divided by the global token count
+                for p in params:
+                    if p.grad is not None:
+                        _all_reduce(p.grad)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            optimizer.step()
 
-            for k, micro_batches in enumerate(minis):
-                num_tokens = sum(float(mb["loss_mask"][:, 1:].sum()) for mb in micro_batches)
-                optimizer.zero_grad(set_to_none=True)
-                parts = []
-                for m, mb in enumerate(micro_batches):
-                    out = token_logprobs(model, mb["input_ids"], mb["attention_mask"])
-                    mask = mb["loss_mask"][:, 1:]  # [b, T-1], aligned with out.logprobs
-                    if cfg.objective == "sft":
-                        loss, metrics = sft_loss(out.logprobs, mask, num_tokens=num_tokens)
-                    else:
-                        old_lp = old[k][m] if old[k] is not None else out.logprobs.detach()
-                        loss, metrics = psft_loss(
-                            out.logprobs, old_lp, mask, cfg.clip_low, cfg.clip_high, num_tokens=num_tokens
-                        )
-                    loss.backward()
-                    n = float(mask.sum())
-                    metrics["loss"] = float(loss.detach())
-                    metrics["entropy"] = float((out.entropy * mask).sum() / max(n, 1.0))
-                    metrics["token_accuracy"] = float((out.is_argmax * mask).sum() / max(n, 1.0))
-                    parts.append(metrics)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
-                step += 1
-
-                now = time.perf_counter()
-                tokens = sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
-                row = {
-                    "step": step,
-                    # progress in train batches (verl's "global step", the x axis of the paper's curves)
-                    "train_batch": tb + (k + 1) / len(minis),
-                    "epoch": epoch + (tb_in_epoch + (k + 1) / len(minis)) / n_batches_per_epoch,
-                    **_aggregate(parts),
-                    "grad_norm": float(grad_norm),
-                    "lr": lr,
-                    "tokens": tokens,
-                    "response_tokens": int(num_tokens),
-                    "tokens_per_s": tokens / max(now - last, 1e-9),
-                    "wall_s": now - start,
-                }
-                last = now
-                row = {key: row[key] for key in METRIC_KEYS if key in row}
-                if not all(math.isfinite(v) for v in row.values()):
-                    raise FloatingPointError(f"non-finite metric at step {step}: {row}")
+            step_s = time.perf_counter() - started
+            state["wall_s"] += step_s
+            tb, k, epoch, tbe = plan.where(step)
+            stats = _all_reduce(torch.tensor(
+                [sum(t["entropy_sum"] for t in tensors), sum(t["argmax_sum"] for t in tensors),
+                 sum(t["n_response"] for t in tensors), sum(int(mb["attention_mask"].sum()) for mb in micro),
+                 sum(float(t["mask"].sum()) for t in tensors)], dtype=torch.float64))  # fmt: skip
+            row = {
+                "step": step + 1,
+                "train_batch": tb + (k + 1) / plan.steps_per_train_batch,
+                "epoch": epoch + (tbe + (k + 1) / plan.steps_per_train_batch) / plan.batches_per_epoch,
+                **_aggregate(parts),
+                "entropy": float(stats[0] / max(stats[2], 1.0)),
+                "token_accuracy": float(stats[1] / max(stats[2], 1.0)),
+                "grad_norm": grad_norm,
+                "lr": lr_at(step),
+                "tokens": int(stats[3]),
+                "response_tokens": int(stats[2]),
+                "trained_tokens": int(stats[4]),
+                "tokens_per_s": float(stats[3]) / max(step_s, 1e-9),
+                "wall_s": state["wall_s"],
+            }
+            row = {key: row[key] for key in METRIC_KEYS if key in row}
+            if not all(math.isfinite(v) for v in row.values()):
+                raise FloatingPointError(f"non-finite metric at step {step + 1}: {row}")
+            if cfg.token_sample_rate > 0:
+                state["token_rows"] += _sample_tokens(tensors, micro, row, cfg, step, rank)
+            state["step"] = step + 1
+            if rank == 0:
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
                 history.append(row)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", entropy=f"{row['entropy']:.3f}")
-    bar.close()
-    if cfg.save_checkpoint:
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", entropy=f"{row['entropy']:.3f}", refresh=False)
+            if (
+                cfg.checkpoint_every
+                and state["step"] % cfg.checkpoint_every == 0
+                and state["step"] < plan.n_steps
+            ):
+                _save_resume(resume_dir, rank, model, optimizer, state, cfg, len(examples))
+            if fault_step and state["step"] == fault_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        bar.close()
+        if metrics_file:
+            metrics_file.close()
+
+    if rank == 0:
+        os.replace(partial, out_dir / "metrics.jsonl")
+    token_rows = state["token_rows"]
+    if world > 1 and cfg.token_sample_rate > 0:
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, token_rows)
+        token_rows = [r for rows in gathered for r in rows]
+    if rank == 0 and cfg.token_sample_rate > 0:
+        _write_tokens(out_dir / "tokens.parquet", token_rows, tokenizer)
+    if rank == 0 and cfg.save_checkpoint:
         from psftlib.world import save_pretrained_atomic
 
-        save_pretrained_atomic(model, tokenizer, out_dir / "checkpoint")
+        final = model.merge_and_unload() if cfg.lora_r else model
+        save_pretrained_atomic(final, tokenizer, out_dir / "checkpoint")
+    if world > 1:
+        torch.distributed.barrier()
+    if resume_dir.exists() and rank == 0:
+        import shutil
+
+        shutil.rmtree(resume_dir)
     return history
+
+
+@torch.no_grad()
+def _refresh(model, reference, examples, plan: Plan, step: int, pad_id: int, device) -> dict[int, dict]:
+    """Old-policy log-probs (and entropy selection) for every step of the refresh window starting at ``step``.
+
+    The window's first step takes its old log-probs from its own forward at the same weights (exact r = 1), unless
+    the old policy is the fixed initial model (``never``) or entropy selection needs every token's entropy first.
+    """
+    cfg = plan.cfg
+    never = cfg.old_policy_refresh == "never"
+    need_entropy = cfg.entropy_top_fraction is not None
+    pending: dict[int, dict] = {}
+    for s in plan.refresh_window(step):
+        if s < step:
+            continue
+        micro = _micro_batches(examples, plan.indices(s), cfg, pad_id, device)
+        if s == step and not never and not need_entropy:
+            pending[s] = {"old": [None] * len(micro), "select": None, "entropy": None}
+            continue
+        outs = []
+        for mb in micro:
+            mask = mb["loss_mask"][:, 1:]
+            if never:
+                outs.append(reference.logprobs(mb, mask, cfg.logprob_chunk_size, with_stats=need_entropy))
+            else:
+                outs.append(_no_grad_logprobs(model, mb, mask, cfg.logprob_chunk_size, need_entropy))
+        pending[s] = {
+            "old": [o.logprobs for o in outs],
+            "select": None,
+            "entropy": [o.entropy for o in outs] if need_entropy else None,
+            "masks": [mb["loss_mask"][:, 1:] for mb in micro],
+        }
+    if need_entropy:
+        # top-ρ highest-entropy response tokens of the whole window (old policy's entropy), across ranks
+        values = torch.cat(
+            [e[m > 0] for p in pending.values() for e, m in zip(p["entropy"], p["masks"], strict=True)]
+        )
+        threshold = _global_quantile(values, 1.0 - cfg.entropy_top_fraction)
+        for p in pending.values():
+            p["select"] = [
+                ((e >= threshold) & (m > 0)).float() for e, m in zip(p["entropy"], p["masks"], strict=True)
+            ]
+    for p in pending.values():
+        p.pop("entropy", None)
+        p.pop("masks", None)
+    return pending
+
+
+def _global_quantile(values: torch.Tensor, q: float) -> float:
+    world, _ = _dist()
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, values.cpu())
+        values = torch.cat(gathered)
+    return float(torch.quantile(values.double(), q)) if values.numel() else float("inf")
+
+
+def _sample_tokens(tensors, micro, row, cfg: TrainConfig, step: int, rank: int) -> list[dict]:
+    """Seeded Bernoulli sample of trained tokens for ``tokens.parquet`` (a function of seed, step, rank)."""
+    g = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + rank)
+    rows = []
+    for t, mb in zip(tensors, micro, strict=True):
+        mask = t["mask"].cpu() > 0
+        keep = mask & (torch.rand(mask.shape, generator=g) < cfg.token_sample_rate)
+        for b, pos in keep.nonzero().tolist():
+            lp = float(t["logprobs"][b, pos])
+            old = float(t["old"][b, pos]) if t["old"] is not None else None
+            ratio = math.exp(max(min(lp - old, 20.0), -20.0)) if old is not None else None
+            rows.append({
+                "step": row["step"], "train_batch": row["train_batch"], "epoch": row["epoch"],
+                "token_id": int(mb["input_ids"][b, pos + 1]), "position": pos + 1, "logprob": lp,
+                "old_logprob": old, "ratio": ratio,
+                "clipped": bool(ratio is not None and ratio > 1.0 + cfg.clip_high),
+                "entropy": float(t["entropy"][b, pos]),
+            })  # fmt: skip
+    return rows
+
+
+def _write_tokens(path: Path, rows: list[dict], tokenizer: Any) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=[c for c in TOKEN_COLUMNS if c != "token_text"])
+    texts = (
+        tokenizer.convert_ids_to_tokens(df["token_id"].tolist())
+        if tokenizer is not None and len(df)
+        else None
+    )
+    df.insert(4, "token_text", texts if texts is not None else df["token_id"].astype(str))
+    with atomic_write(path, "wb") as f:
+        df.to_parquet(f, index=False)
+
+
+def _save_resume(
+    resume_dir: Path, rank: int, model, optimizer, state: dict, cfg: TrainConfig, n: int
+) -> None:
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+               "state": state, "config": dataclasses.asdict(cfg), "n_examples": n}  # fmt: skip
+    with atomic_write(resume_dir / f"state_rank{rank}.pt", "wb") as f:
+        torch.save(payload, f)
+
+
+# ---- profile-level entry points -----------------------------------------------------------------------------
 
 
 def run_paths(profile: str, run: str, root: Path = ROOT) -> dict[str, Path]:
@@ -261,9 +610,11 @@ def train_run(
 ) -> list[dict[str, float]]:
     """Train run ``run`` of a profile from its base model and data (built by ``psftlib.world``)."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     from psftlib.world import load_tokenizer
 
+    hf_logging.disable_progress_bar()
     prof = load_profile(profile)
     cfg = prof.run_config(run, overrides)
     paths = run_paths(prof.name, run)
@@ -271,20 +622,13 @@ def train_run(
         raise FileNotFoundError(f"{paths['base']}: no base model; build the world first (snakemake world)")
     tokenizer = load_tokenizer(paths["base"])
     model = AutoModelForCausalLM.from_pretrained(str(paths["base"]), dtype=torch.float32)
-    examples = encode_all(tokenizer, read_jsonl(paths["train_data"]))
-    return train(
-        cfg,
-        model,
-        examples,
-        out_dir or paths["out"],
-        tokenizer.pad_token_id,
-        tokenizer=tokenizer,
-        progress=progress,
-    )
+    examples, report = encode_all(tokenizer, read_jsonl(paths["train_data"]), cfg.max_length, cfg.truncation)
+    return train(cfg, model, examples, out_dir or paths["out"], tokenizer.pad_token_id, tokenizer=tokenizer,
+                 progress=progress, encode_report=report)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train one run of a profile (SFT or PSFT).")
+    parser = argparse.ArgumentParser(description="Train one run of a profile (any objective of the paper).")
     parser.add_argument("--profile", default="mini", help="profile name (config/<name>.yaml) or a YAML path")
     parser.add_argument("--run", required=True, help="run name under runs: in the profile")
     parser.add_argument(
@@ -293,6 +637,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default results/runs/<profile>/<run>)")
     args = parser.parse_args(argv)
     set_threads(load_profile(args.profile)["threads"])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        from accelerate import PartialState
+
+        PartialState()  # initialises the process group that `accelerate launch` / torchrun describe
     train_run(args.profile, args.run, parse_overrides(args.set), args.out)
 
 

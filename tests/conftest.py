@@ -41,5 +41,5 @@ def tiny_model_and_examples(smoke_world):
 
     tok = load_tokenizer(smoke_world / "world" / "base")
     model = AutoModelForCausalLM.from_pretrained(str(smoke_world / "world" / "base"), dtype=torch.float32)
-    examples = encode_all(tok, read_jsonl(smoke_world / "data" / "train.jsonl"))
+    examples, _ = encode_all(tok, read_jsonl(smoke_world / "data" / "train.jsonl"))
     return model, tok, examples
