@@ -8,6 +8,7 @@
 # Each rule declares its notebook and the psftlib modules it uses as inputs, and its slice of the profile
 # as params (Snakemake re-runs a job when its params change).
 import json
+from glob import glob
 
 from snakemake.exceptions import WorkflowError
 
@@ -28,11 +29,14 @@ NB = f"results/notebooks/{P.name}"
 LOGS = f"results/logs/{P.name}"
 FIG = "figures" if P.name == "mini" else f"figures/{P.name}"
 RUN_NOTEBOOK = "python -m psftlib.notebook"
+EVAL = P.data.get("eval", {})
+TASK_SETS = list(EVAL.get("task_sets", {}))
 SRC = {
     "world": ["psftlib/world.py", "psftlib/data.py", "psftlib/config.py"],
     "train": ["psftlib/train.py", "psftlib/objectives.py", "psftlib/logprobs.py", "psftlib/data.py",
               "psftlib/config.py"],
     "plots": ["psftlib/plots.py"],
+    "eval": ["psftlib/eval.py", "psftlib/verify.py", *sorted(glob("psftlib/tasks/*"))],
 }
 
 
@@ -48,6 +52,7 @@ wildcard_constraints:
 rule all:
     input:
         f"{FIG}/fig1_entropy.png",
+        expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=["base", *P.runs], task_set=TASK_SETS),
 
 
 # ---- compute ---------------------------------------------------------------------------------------------
@@ -87,9 +92,13 @@ rule train:
     output:
         metrics=f"results/runs/{P.name}/{{run}}/metrics.jsonl",
         config=f"results/runs/{P.name}/{{run}}/config.json",
+        evals=f"results/runs/{P.name}/{{run}}/eval.jsonl",
+        checkpoint=directory(f"results/runs/{P.name}/{{run}}/checkpoint"),
         notebook=f"{NB}/train_{{run}}.ipynb",
     params:
-        slice=lambda wc: json.dumps({**P.data["train"], **P.data["runs"][wc.run]}, sort_keys=True),
+        slice=lambda wc: json.dumps(
+            {**P.data["train"], **P.data["runs"][wc.run], "eval": EVAL.get("during_training")}, sort_keys=True
+        ),
         profile=P.name,
         runner=RUN_NOTEBOOK,
     log:
@@ -100,6 +109,34 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} {params.runner} {input.notebook} {output.notebook} "
         "-p profile {params.profile} -p run {wildcards.run} > {log} 2>&1"
+
+
+rule eval:
+    """The full task sets, once, on a finished run's checkpoint (or the base model: run=base)."""
+    input:
+        src=SRC["eval"],
+        data=rules.world.output.eval,
+        checkpoint=lambda wc: (
+            rules.world.output.base if wc.run == "base" else f"results/runs/{P.name}/{wc.run}/checkpoint"
+        ),
+    output:
+        scores=f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
+        samples=f"results/eval/{P.name}/{{run}}/{{task_set}}.samples.jsonl",
+    wildcard_constraints:
+        run="|".join(["base", *P.runs]),
+        task_set="|".join(TASK_SETS) or "none",
+    params:
+        slice=slice_of("eval"),
+        profile=P.name,
+        stem=lambda wc, output: output.scores.removesuffix(".json"),
+    log:
+        f"{LOGS}/eval_{{run}}_{{task_set}}.log",
+    threads: P["threads"]
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m psftlib.eval --profile {params.profile} "
+        "--checkpoint {input.checkpoint} --task-set {wildcards.task_set} --out {params.stem} > {log} 2>&1"
 
 
 # ---- figures and tables (read results/, never train) -----------------------------------------------------

@@ -194,6 +194,12 @@ def validate_profile(data: Any, source: str) -> None:
     profile = Profile(name=data["profile"], path=Path(source), data=data)
     for run in profile.runs:
         profile.run_config(run)
+    ev = data.get("eval") or {}
+    during = ev.get("during_training")
+    if during and during["task_set"] not in ev["task_sets"]:
+        raise ConfigError(
+            f"{source}: eval.during_training.task_set: {during['task_set']!r} is not under eval.task_sets"
+        )
     for fig, spec in data.get("figures", {}).items():
         for run in spec.get("runs", []):
             if run not in data["runs"]:

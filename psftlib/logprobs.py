@@ -41,13 +41,15 @@ class ChunkedLMHead(torch.autograd.Function):
         is_argmax = torch.empty(n if with_stats else 0, dtype=torch.float32, device=hidden.device)
         for s in range(0, n, chunk_size):
             e = min(s + chunk_size, n)
-            logits = (hidden[s:e] @ weight.t()).float()  # [c, V]
+            logits = (hidden[s:e] @ weight.t()).float()  # [c, V]: the only full-width buffer, plus one below
             lse[s:e] = torch.logsumexp(logits, dim=-1)
             logprobs[s:e] = logits.gather(1, targets[s:e, None]).squeeze(1) - lse[s:e]
             if with_stats:
-                probs = torch.exp(logits - lse[s:e, None])  # [c, V]
-                entropy[s:e] = lse[s:e] - (probs * logits).sum(-1)
                 is_argmax[s:e] = (logits.argmax(-1) == targets[s:e]).float()
+                probs = torch.sub(logits, lse[s:e, None]).exp_()  # [c, V]
+                entropy[s:e] = lse[s:e] - probs.mul_(logits).sum(-1)
+                del probs
+            del logits
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk_size = chunk_size
         ctx.mark_non_differentiable(entropy, is_argmax)
@@ -62,8 +64,9 @@ class ChunkedLMHead(torch.autograd.Function):
         for s in range(0, hidden.shape[0], ctx.chunk_size):
             e = min(s + ctx.chunk_size, hidden.shape[0])
             logits = (hidden[s:e] @ weight.t()).float()  # [c, V], recomputed
-            grad_logits = -torch.exp(logits - lse[s:e, None]) * grad_logprobs[s:e, None]  # -p * g
-            grad_logits[rows[: e - s], targets[s:e]] += grad_logprobs[s:e]  # + onehot * g
+            # d logp(target)/d logits = onehot - softmax, times the incoming grad; in place, one [c, V] buffer
+            grad_logits = logits.sub_(lse[s:e, None]).exp_().mul_(-grad_logprobs[s:e, None])
+            grad_logits[rows[: e - s], targets[s:e]] += grad_logprobs[s:e]
             if grad_hidden is not None:
                 grad_hidden[s:e] = (grad_logits @ weight.float()).to(hidden.dtype)
             grad_weight += grad_logits.t() @ hidden[s:e].float()

@@ -21,6 +21,7 @@ Outputs in ``out_dir`` (each written to a temp name and renamed when complete)::
     metrics.jsonl   one JSON line per optimizer step (METRIC_KEYS); ``step`` counts optimizer steps,
                     ``train_batch`` counts train batches (fractional within one), which is what verl and the
                     paper's figures call a step: SFT and PSFT share that axis
+    eval.jsonl      one line per in-training evaluation (step, scores), if an evaluator is given
     tokens.parquet  sampled per-token telemetry (TOKEN_COLUMNS) if ``token_sample_rate`` > 0 (Figure 10)
     config.json     the resolved TrainConfig and what the data's length policy did
     checkpoint/     Hugging Face format (model + tokenizer), if ``save_checkpoint``
@@ -321,8 +322,14 @@ def train(
     tokenizer: Any = None,
     progress: bool = True,
     encode_report: EncodeReport | None = None,
+    evaluator: Any = None,
+    eval_every: int = 0,
 ) -> list[dict[str, float]]:
     """Train ``model`` (at its initial weights) on ``examples`` with ``cfg``; write outputs; return the metrics.
+
+    ``evaluator(model) -> {name: score}`` (e.g. :func:`psftlib.eval.make_training_evaluator`) runs before the
+    first step and every ``eval_every`` optimizer steps and after the last, appending a line to ``eval.jsonl``
+    (Figures 3, 5, 11, 12 are these curves).
 
     If ``out_dir/resume`` holds a state from an earlier, interrupted call with the same arguments, training
     continues from it and ends exactly as an uninterrupted run would.
@@ -364,6 +371,7 @@ def train(
     # -- state, possibly resumed --
     resume_dir = out_dir / "resume"
     partial = out_dir / ".metrics.jsonl.partial"
+    eval_partial = out_dir / ".eval.jsonl.partial"
     state: dict[str, Any] = {"step": 0, "pending": {}, "wall_s": 0.0, "token_rows": []}
     if (resume_dir / f"state_rank{rank}.pt").exists():
         saved = torch.load(resume_dir / f"state_rank{rank}.pt", weights_only=False)
@@ -384,6 +392,10 @@ def train(
             json.dump({**dataclasses.asdict(cfg), **info}, f, indent=2, default=str)
         kept = partial.read_text().splitlines()[: state["step"]] if partial.exists() else []
         partial.write_text("".join(line + "\n" for line in kept))
+        if evaluator is not None:  # evals of steps after the resume point are redone
+            lines = eval_partial.read_text().splitlines() if eval_partial.exists() else []
+            lines = [line for line in lines if 0 < json.loads(line)["step"] <= state["step"]]
+            eval_partial.write_text("".join(line + "\n" for line in lines))
     history = [json.loads(line) for line in (partial.read_text().splitlines() if rank == 0 else [])]
 
     model.train()
@@ -391,7 +403,23 @@ def train(
     bar = tqdm(total=plan.n_steps, initial=state["step"], desc=cfg.objective, disable=not progress or rank != 0,
                mininterval=5, file=sys.stderr)  # fmt: skip
     metrics_file = open(partial, "a") if rank == 0 else None  # noqa: SIM115 - closed below
+
+    def run_eval(done: int) -> None:
+        if evaluator is None:
+            return
+        if rank == 0:
+            where = {"step": done, "train_batch": done / plan.steps_per_train_batch,
+                     "epoch": done / plan.steps_per_train_batch / plan.batches_per_epoch}  # fmt: skip
+            scores = evaluator(model)
+            model.train()
+            with open(eval_partial, "a") as f:
+                f.write(json.dumps({**where, **scores}) + "\n")
+        if world > 1:
+            torch.distributed.barrier()
+
     try:
+        if state["step"] == 0:
+            run_eval(0)
         for step in range(state["step"], plan.n_steps):
             started = time.perf_counter()
             objective = plan.objective(step)
@@ -452,6 +480,8 @@ def train(
                 history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", entropy=f"{row['entropy']:.3f}", refresh=False)
+            if eval_every and (state["step"] % eval_every == 0 or state["step"] == plan.n_steps):
+                run_eval(state["step"])
             if (
                 cfg.checkpoint_every
                 and state["step"] % cfg.checkpoint_every == 0
@@ -467,6 +497,8 @@ def train(
 
     if rank == 0:
         os.replace(partial, out_dir / "metrics.jsonl")
+        if evaluator is not None:
+            os.replace(eval_partial, out_dir / "eval.jsonl")
     token_rows = state["token_rows"]
     if world > 1 and cfg.token_sample_rate > 0:
         gathered: list[Any] = [None] * world
@@ -623,8 +655,15 @@ def train_run(
     tokenizer = load_tokenizer(paths["base"])
     model = AutoModelForCausalLM.from_pretrained(str(paths["base"]), dtype=torch.float32)
     examples, report = encode_all(tokenizer, read_jsonl(paths["train_data"]), cfg.max_length, cfg.truncation)
+    evaluator, every = None, 0
+    during = (prof.data.get("eval") or {}).get("during_training")
+    if during and during.get("every", 0) > 0:
+        from psftlib.eval import make_training_evaluator
+
+        evaluator = make_training_evaluator(prof, tokenizer)
+        every = during["every"]
     return train(cfg, model, examples, out_dir or paths["out"], tokenizer.pad_token_id, tokenizer=tokenizer,
-                 progress=progress, encode_report=report)  # fmt: skip
+                 progress=progress, encode_report=report, evaluator=evaluator, eval_every=every)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -638,9 +677,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_threads(load_profile(args.profile)["threads"])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        from accelerate import PartialState
-
-        PartialState()  # initialises the process group that `accelerate launch` / torchrun describe
+        # `accelerate launch` / torchrun describe the group in the environment (RANK, WORLD_SIZE, MASTER_ADDR ...)
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     train_run(args.profile, args.run, parse_overrides(args.set), args.out)
 
 

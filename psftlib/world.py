@@ -32,7 +32,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-SYSTEM_PROMPT = "please reason step by step , and put your final answer after answer :"
+SYSTEM_PROMPT = "please reason step by step , and put your final answer within \\boxed{ } ."
 REFLECTIONS = ["wait , let me check :", "let me verify :", "alternatively , recompute :"]
 
 
@@ -47,7 +47,7 @@ def make_problem(rng: random.Random, world: dict[str, Any]) -> dict[str, Any]:
         if rng.random() < world.get("reflect_prob", 0.0):
             steps.append(f"{rng.choice(REFLECTIONS)} {total} + {t} = {new} .")
         total = new
-    response = " ".join([*steps, f"answer : {total}"])
+    response = " ".join([*steps, f"so the answer is \\boxed{{ {total} }}"])
     return {"system": SYSTEM_PROMPT, "prompt": prompt, "response": response, "answer": str(total)}
 
 
@@ -81,7 +81,8 @@ def build_tokenizer(world: dict[str, Any], corpus: list[str]) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     numbers = [str(i) for i in range(world["max_terms"] * world["max_operand"] + 1)]
-    words = [*corpus, " ".join(numbers), "system user assistant", " ".join(REFLECTIONS), SYSTEM_PROMPT]
+    words = [*corpus, " ".join(numbers), "system user assistant so the answer is \\boxed{ }", " ".join(REFLECTIONS),
+             SYSTEM_PROMPT]  # fmt: skip
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1))
@@ -142,12 +143,12 @@ def save_pretrained_atomic(model: Any, tokenizer: Any, out: str | Path) -> None:
 
 
 def write_card(path: Path, world: dict[str, Any], train: list[dict], eval_: list[dict], vocab: int) -> None:
-    reflect = sum(r["response"].count(":") - 1 for r in train)
+    reflect = sum(r["response"].count(":") for r in train)
     with atomic_write(path) as f:
         f.write(
             "# Data card: tiny_arith (walking-skeleton world)\n\n"
             "Multi-term addition; each demonstration is a chain of partial sums, some followed by a reflective\n"
-            "aside (`wait , let me check :` ...), then `answer : N` and EOS. Generated offline by\n"
+            "aside (`wait , let me check :` ...), then `so the answer is \\boxed{ N }` and EOS. Generated offline by\n"
             "`psftlib.world`, deterministic in the profile's seed. Train and eval prompts are disjoint.\n\n"
             f"- train records: {len(train)}\n- eval records: {len(eval_)}\n- vocabulary: {vocab} words\n"
             f"- terms per problem: {world['min_terms']}..{world['max_terms']}, operands 0..{world['max_operand']}\n"

@@ -56,7 +56,7 @@ def test_snakemake_dry_run_lists_every_job():
         )
         assert res.returncode == 0, res.stderr + res.stdout
         runs = load_profile(profile).runs
-        for rule in ("world", "fig1_entropy", "all"):
+        for rule in ("world", "eval", "fig1_entropy", "all"):
             assert rule in res.stdout
         assert res.stdout.count("rule train:") == len(runs)
 
@@ -101,3 +101,9 @@ def test_smoke_dag_runs_end_to_end():
         rows = (ROOT / "results" / "runs" / "smoke" / run / "metrics.jsonl").read_text().splitlines()
         assert len(rows) == load_profile("smoke").run_config(run).steps_per_train_batch * 2
         assert (ROOT / "results" / "notebooks" / "smoke" / f"train_{run}.ipynb").exists()
+        assert (ROOT / "results" / "runs" / "smoke" / run / "eval.jsonl").exists()
+    for run in ["base", *load_profile("smoke").runs]:
+        scores = json.loads((ROOT / "results" / "eval" / "smoke" / run / "in_domain.json").read_text())[
+            "scores"
+        ]
+        assert scores["world_arith"]["n"] == 8

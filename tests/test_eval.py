@@ -1,0 +1,127 @@
+"""The eval harness through lm-eval: small-world task offline, avg@k, answer checking, bad data, backends."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from psftlib.data import DataError
+from psftlib.eval import TASK_DIR, EvalConfig, EvalError, evaluate, task_spec
+from psftlib.verify import extract_answer, is_correct
+from psftlib.world import SYSTEM_PROMPT
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "ok"),
+    [("1/2", "0.5", True), ("\\frac12", "0.5", True), ("\\frac{1}{2}", "1/2", True), ("0.50", "\\frac{1}{2}", True),
+     (" 15 ", "15", True), ("015", "15", True), ("16", "15", False), ("", "15", False), (None, "15", False)],
+)  # fmt: skip
+def test_math_verify_equivalent_forms(pred, gold, ok):
+    assert is_correct(pred, gold) is ok
+
+
+def test_extract_takes_the_last_box_and_matches_braces():
+    assert extract_answer("first \\boxed{3} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert extract_answer("so the answer is \\boxed{ 42 }") == "42"
+    assert extract_answer("cut off \\boxed{4") is None
+    assert extract_answer("no box: 42") is None
+
+
+def test_world_task_uses_the_training_system_prompt():
+    data = yaml.load((TASK_DIR / "world_arith.yaml").read_text(), Loader=yaml.BaseLoader)
+    assert data["description"] == SYSTEM_PROMPT
+
+
+@pytest.fixture(scope="module")
+def evaluated(smoke_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "in_domain"
+    cfg = EvalConfig(repeats=3, limit=6, max_gen_toks=24, batch_size=4, seed=0)
+    summary = evaluate(
+        smoke_world / "world" / "base", ["world_arith"], cfg, data_dir=smoke_world / "data", out=out
+    )
+    return summary, out
+
+
+def test_small_world_task_evaluates_offline_and_avg_at_k_is_the_mean_of_sample_correctness(evaluated):
+    summary, out = evaluated
+    on_disk = json.loads(out.with_suffix(".json").read_text())
+    assert on_disk["scores"] == summary["scores"]
+    rows = [json.loads(line) for line in out.with_suffix(".samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r["samples"]) == 3 for r in rows)
+    per_problem = [sum(s["correct"] for s in r["samples"]) / 3 for r in rows]
+    assert [r["avg_at_k"] for r in rows] == pytest.approx(per_problem)
+    scores = summary["scores"]["world_arith"]
+    assert scores["avg_at_k"] == pytest.approx(sum(per_problem) / 6)
+    assert scores["n"] == 6 and scores["k"] == 3 and "avg_at_k_stderr" in scores
+    assert rows[0]["prompt"].startswith("<|im_start|>system\n" + SYSTEM_PROMPT)
+
+
+def test_task_scoring_avg_pass_and_majority():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("task_utils", TASK_DIR / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    responses = [
+        "1 + 4 = 5 . so the answer is \\boxed{ 5 }",
+        "\\boxed{4}",
+        "wait \\boxed{4} no \\boxed{5.0}",
+        "none",
+    ]
+    scores = utils.process_results({"answer": "5"}, [responses])
+    assert scores == {"avg_at_k": 0.5, "pass_at_k": 1.0, "maj_at_k": 1.0}
+    assert (
+        utils.process_results({"answer": "5"}, [["\\boxed{4}", "\\boxed{4}", "\\boxed{5}"]])["maj_at_k"]
+        == 0.0
+    )
+
+
+def test_same_checkpoint_and_seed_give_identical_results(evaluated, smoke_world, tmp_path):
+    summary, out = evaluated
+    cfg = EvalConfig(repeats=3, limit=6, max_gen_toks=24, batch_size=4, seed=0)
+    again = evaluate(smoke_world / "world" / "base", ["world_arith"], cfg, data_dir=smoke_world / "data",
+                     out=tmp_path / "again")  # fmt: skip
+    assert again["scores"] == summary["scores"]
+    assert (tmp_path / "again.samples.jsonl").read_text() == out.with_suffix(".samples.jsonl").read_text()
+
+
+def test_malformed_task_data_is_refused_with_the_file_named(tmp_path):
+    (tmp_path / "eval.jsonl").write_text('{"prompt": "compute 1 + 1", "answer": "2"}\n{"prompt": "x"}\n')
+    with pytest.raises(DataError, match=r"eval.jsonl:2: missing or empty field\(s\) \['answer'\]"):
+        task_spec("world_arith", data_dir=tmp_path)
+    with pytest.raises(DataError, match="task data file not found"):
+        task_spec("world_arith", data_dir=tmp_path / "nowhere")
+
+
+def test_vllm_backend_without_vllm_gives_a_clear_message(smoke_world):
+    assert "vllm" not in sys.modules  # importing psftlib.eval imported no vLLM
+    with pytest.raises(EvalError, match="needs the vllm package, which is not installed"):
+        evaluate(smoke_world / "world" / "base", ["world_arith"], EvalConfig(backend="vllm"),
+                 data_dir=smoke_world / "data")  # fmt: skip
+
+
+def test_bad_checkpoint_path_is_named(tmp_path, smoke_world):
+    with pytest.raises(EvalError, match="not a Hugging Face checkpoint folder"):
+        evaluate(tmp_path / "nothing", ["world_arith"], data_dir=smoke_world / "data")
+
+
+PAPER_TASKS = sorted(p.stem for p in TASK_DIR.glob("paper_*.yaml"))
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_paper_task_yaml_runs_against_a_local_fixture_of_the_same_schema(task, smoke_world, tmp_path):
+    cfg = EvalConfig(repeats=2, max_gen_toks=4, batch_size=4, apply_chat_template=False)
+    summary = evaluate(smoke_world / "world" / "base", [task], cfg, fixtures={task: FIXTURES / f"{task}.jsonl"},
+                       out=tmp_path / task)  # fmt: skip
+    scores = summary["scores"][task]
+    assert scores["n"] == 2 and scores["k"] == 2
+    rows = [json.loads(line) for line in (tmp_path / f"{task}.samples.jsonl").read_text().splitlines()]
+    gold = {"paper_supergpqa": "C"}.get(task)
+    assert all(r["target"] for r in rows) and (gold is None or rows[0]["target"] == gold)
+    # the hub dataset id is still what the YAML loads by default
+    raw = yaml.load((TASK_DIR / f"{task}.yaml").read_text(), Loader=yaml.BaseLoader)
+    assert "/" in raw["dataset_path"]
