@@ -538,13 +538,19 @@ def _refresh(model, reference, examples, plan: Plan, step: int, pad_id: int, dev
         if s == step and not never and not need_entropy:
             pending[s] = {"old": [None] * len(micro), "select": None, "entropy": None}
             continue
-        outs = []
+        # one no-grad forward over this rank's whole mini batch (no activations are kept, so micro-batching
+        # for memory is not needed), then split back into the micro batches' rows and widths
+        full = {k: v.to(device) for k, v in collate([examples[j] for j in plan.indices(s)], pad_id).items()}
+        mask = full["loss_mask"][:, 1:]
+        if never:
+            whole = reference.logprobs(full, mask, cfg.logprob_chunk_size, with_stats=need_entropy)
+        else:
+            whole = _no_grad_logprobs(model, full, mask, cfg.logprob_chunk_size, need_entropy)
+        outs, row = [], 0
         for mb in micro:
-            mask = mb["loss_mask"][:, 1:]
-            if never:
-                outs.append(reference.logprobs(mb, mask, cfg.logprob_chunk_size, with_stats=need_entropy))
-            else:
-                outs.append(_no_grad_logprobs(model, mb, mask, cfg.logprob_chunk_size, need_entropy))
+            b, width = mb["input_ids"].shape[0], mb["input_ids"].shape[1] - 1
+            outs.append(type(whole)(*(t[row : row + b, :width] if t is not None else None for t in whole)))
+            row += b
         pending[s] = {
             "old": [o.logprobs for o in outs],
             "select": None,
