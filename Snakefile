@@ -8,6 +8,7 @@
 # Each rule declares its notebook and the psftlib modules it uses as inputs, and its slice of the profile
 # as params (Snakemake re-runs a job when its params change).
 import json
+import re
 from glob import glob
 
 from snakemake.exceptions import WorkflowError
@@ -31,12 +32,15 @@ FIG = "figures" if P.name == "mini" else f"figures/{P.name}"
 RUN_NOTEBOOK = "python -m psftlib.notebook"
 EVAL = P.data.get("eval", {})
 TASK_SETS = list(EVAL.get("task_sets", {}))
+POST = [f"{cold}+{stage}" for stage in ("grpo", "dpo") for cold in P.data.get(stage, {}).get("cold_starts", [])]
+ALL_RUNS = ["base", *P.runs, *POST]
 SRC = {
     "world": ["psftlib/world.py", "psftlib/data.py", "psftlib/config.py"],
     "train": ["psftlib/train.py", "psftlib/objectives.py", "psftlib/logprobs.py", "psftlib/data.py",
               "psftlib/config.py"],
     "plots": ["psftlib/plots.py"],
     "eval": ["psftlib/eval.py", "psftlib/verify.py", *sorted(glob("psftlib/tasks/*"))],
+    "post": ["psftlib/posttrain.py", "psftlib/rl.py", "psftlib/dpo.py", "psftlib/verify.py"],
 }
 
 
@@ -47,12 +51,13 @@ def slice_of(*keys):
 
 wildcard_constraints:
     run="|".join(P.runs),
+    cold="|".join(P.runs),
 
 
 rule all:
     input:
         f"{FIG}/fig1_entropy.png",
-        expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=["base", *P.runs], task_set=TASK_SETS),
+        expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=TASK_SETS),
 
 
 # ---- compute ---------------------------------------------------------------------------------------------
@@ -66,6 +71,8 @@ rule world:
         train=f"results/data/{P.name}/train.jsonl",
         eval=f"results/data/{P.name}/eval.jsonl",
         card=f"results/data/{P.name}/card.md",
+        rl=f"results/data/{P.name}/rl.jsonl",
+        prefs=f"results/data/{P.name}/prefs.jsonl",
         base=directory(f"results/world/{P.name}/base"),
         notebook=f"{NB}/world.ipynb",
     params:
@@ -111,6 +118,52 @@ rule train:
         "-p profile {params.profile} -p run {wildcards.run} > {log} 2>&1"
 
 
+rule grpo:
+    """GRPO (TRL, the paper's DAPO settings) from a cold-start run: Figure 5, Table 2."""
+    input:
+        src=SRC["post"],
+        prompts=rules.world.output.rl,
+        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
+    output:
+        metrics=f"results/runs/{P.name}/{{cold}}+grpo/metrics.jsonl",
+        evals=f"results/runs/{P.name}/{{cold}}+grpo/eval.jsonl",
+        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+grpo/checkpoint"),
+    params:
+        slice=lambda wc: json.dumps({"grpo": P.data.get("grpo"), "eval": EVAL}, sort_keys=True),
+        profile=P.name,
+    log:
+        f"{LOGS}/grpo_{{cold}}.log",
+    threads: P["threads"]
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m psftlib.posttrain --profile {params.profile} --stage grpo "
+        "--cold-start {wildcards.cold} > {log} 2>&1"
+
+
+rule dpo:
+    """DPO (TRL) from a cold-start run: Figures 6-7, Table 3."""
+    input:
+        src=SRC["post"],
+        pairs=rules.world.output.prefs,
+        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
+    output:
+        metrics=f"results/runs/{P.name}/{{cold}}+dpo/metrics.jsonl",
+        evals=f"results/runs/{P.name}/{{cold}}+dpo/eval.jsonl",
+        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+dpo/checkpoint"),
+    params:
+        slice=lambda wc: json.dumps({"dpo": P.data.get("dpo"), "eval": EVAL}, sort_keys=True),
+        profile=P.name,
+    log:
+        f"{LOGS}/dpo_{{cold}}.log",
+    threads: P["threads"]
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m psftlib.posttrain --profile {params.profile} --stage dpo "
+        "--cold-start {wildcards.cold} > {log} 2>&1"
+
+
 rule eval:
     """The full task sets, once, on a finished run's checkpoint (or the base model: run=base)."""
     input:
@@ -123,7 +176,7 @@ rule eval:
         scores=f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
         samples=f"results/eval/{P.name}/{{run}}/{{task_set}}.samples.jsonl",
     wildcard_constraints:
-        run="|".join(["base", *P.runs]),
+        run="|".join(map(re.escape, ALL_RUNS)),
         task_set="|".join(TASK_SETS) or "none",
     params:
         slice=slice_of("eval"),

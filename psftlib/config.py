@@ -200,6 +200,10 @@ def validate_profile(data: Any, source: str) -> None:
         raise ConfigError(
             f"{source}: eval.during_training.task_set: {during['task_set']!r} is not under eval.task_sets"
         )
+    for stage in ("grpo", "dpo"):
+        for run in (data.get(stage) or {}).get("cold_starts", []):
+            if run not in data["runs"]:
+                raise ConfigError(f"{source}: {stage}.cold_starts: {run!r} is not defined under runs")
     for fig, spec in data.get("figures", {}).items():
         for run in spec.get("runs", []):
             if run not in data["runs"]:

@@ -26,8 +26,8 @@ class DataError(ValueError):
 REQUIRED_FIELDS = ("prompt", "response")
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file of demonstrations, refusing empty or malformed records with file and line named."""
+def read_jsonl(path: str | Path, required: tuple[str, ...] = REQUIRED_FIELDS) -> list[dict[str, Any]]:
+    """Read a JSONL file of records, refusing empty or malformed ones (``required`` string fields) with file and line."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -42,7 +42,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for key in REQUIRED_FIELDS:
+            for key in required:
                 if not isinstance(row.get(key), str) or not row[key].strip():
                     raise DataError(f"{path}:{lineno}: field {key!r} is missing or empty")
             rows.append(row)

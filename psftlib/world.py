@@ -8,6 +8,8 @@ the kind of token §5.1 of the paper finds clipped.
 Outputs of :func:`build_world` (``out`` = ``results/world/<profile>``, data in ``results/data/<profile>``)::
 
     data/train.jsonl, data/eval.jsonl, data/card.md     the demonstrations (committed for mini)
+    data/rl.jsonl                                        RL prompts with verifiable answers (GRPO)
+    data/prefs.jsonl                                     preference pairs: chosen correct, rejected wrong/unboxed
     world/tokenizer/                                     PreTrainedTokenizerFast with a chat template
     world/base/                                          the base model (Qwen2ForCausalLM) + tokenizer
 """
@@ -51,12 +53,14 @@ def make_problem(rng: random.Random, world: dict[str, Any]) -> dict[str, Any]:
     return {"system": SYSTEM_PROMPT, "prompt": prompt, "response": response, "answer": str(total)}
 
 
-def make_dataset(world: dict[str, Any], seed: int) -> tuple[list[dict], list[dict]]:
-    """Train and eval problems, disjoint by prompt, deterministic in ``seed``."""
+def make_dataset(world: dict[str, Any], seed: int) -> dict[str, list[dict]]:
+    """Train, eval, RL-prompt and preference problems, pairwise disjoint by prompt, deterministic in ``seed``."""
     rng = random.Random(seed)
     seen: set[str] = set()
     rows: list[dict] = []
-    want = world["n_train"] + world["n_eval"]
+    sizes = {"train": world["n_train"], "eval": world["n_eval"], "rl": world.get("n_rl", 0),
+             "prefs": world.get("n_pref", 0)}  # fmt: skip
+    want = sum(sizes.values())
     attempts = 0
     while len(rows) < want:
         attempts += 1
@@ -68,7 +72,27 @@ def make_dataset(world: dict[str, Any], seed: int) -> tuple[list[dict], list[dic
         seen.add(row["prompt"])
         row["id"] = f"arith-{len(rows):05d}"
         rows.append(row)
-    return rows[: world["n_train"]], rows[world["n_train"] :]
+    out, start = {}, 0
+    for name, n in sizes.items():
+        out[name] = rows[start : start + n]
+        start += n
+    out["rl"] = [{k: r[k] for k in ("id", "system", "prompt", "answer")} for r in out["rl"]]
+    out["prefs"] = [preference_pair(r, rng) for r in out["prefs"]]
+    return out
+
+
+def preference_pair(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """chosen = the correct, well-formed demonstration; rejected = a wrong final answer or no boxed answer."""
+    total = int(row["answer"])
+    if rng.random() < 0.5:
+        wrong = total + rng.choice([1, 2, 3] if total < 3 else [-3, -2, -1, 1, 2, 3])
+        rejected = row["response"].replace(f"\\boxed{{ {total} }}", f"\\boxed{{ {wrong} }}")
+        kind = "wrong_answer"
+    else:
+        rejected = row["response"].replace(f"\\boxed{{ {total} }}", f"{total}")
+        kind = "no_box"
+    return {"id": row["id"], "system": row["system"], "prompt": row["prompt"], "chosen": row["response"],
+            "rejected": rejected, "answer": row["answer"], "rejected_kind": kind}  # fmt: skip
 
 
 def build_tokenizer(world: dict[str, Any], corpus: list[str]) -> Any:
@@ -80,7 +104,7 @@ def build_tokenizer(world: dict[str, Any], corpus: list[str]) -> Any:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    numbers = [str(i) for i in range(world["max_terms"] * world["max_operand"] + 1)]
+    numbers = [str(i) for i in range(world["max_terms"] * world["max_operand"] + 4)]  # + wrong answers
     words = [*corpus, " ".join(numbers), "system user assistant so the answer is \\boxed{ }", " ".join(REFLECTIONS),
              SYSTEM_PROMPT]  # fmt: skip
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
@@ -151,6 +175,8 @@ def write_card(path: Path, world: dict[str, Any], train: list[dict], eval_: list
             "aside (`wait , let me check :` ...), then `so the answer is \\boxed{ N }` and EOS. Generated offline by\n"
             "`psftlib.world`, deterministic in the profile's seed. Train and eval prompts are disjoint.\n\n"
             f"- train records: {len(train)}\n- eval records: {len(eval_)}\n- vocabulary: {vocab} words\n"
+            f"- RL prompts: {world.get('n_rl', 0)}; preference pairs: {world.get('n_pref', 0)} (rejected: a wrong boxed\n"
+            "  answer or no box at all, half each)\n"
             f"- terms per problem: {world['min_terms']}..{world['max_terms']}, operands 0..{world['max_operand']}\n"
             f"- reflective asides in train: {reflect}\n"
         )
@@ -160,11 +186,15 @@ def build_world(profile: dict[str, Any], data_dir: str | Path, world_dir: str | 
     """Write the data, the tokenizer and the base model of ``profile`` (see module docstring)."""
     data_dir, world_dir = Path(data_dir), Path(world_dir)
     world = profile["world"]
-    train, eval_ = make_dataset(world, profile["seed"])
+    sets = make_dataset(world, profile["seed"])
+    train, eval_ = sets["train"], sets["eval"]
     corpus = [f"{r['prompt']} {r['response']}" for r in train + eval_]
+    corpus += [r["prompt"] for r in sets["rl"]] + [f"{r['prompt']} {r['chosen']}" for r in sets["prefs"]]
     tokenizer = build_tokenizer(world, corpus)
     model = build_model(profile["model"], tokenizer, profile["seed"])
     write_jsonl(data_dir / "train.jsonl", train)
     write_jsonl(data_dir / "eval.jsonl", eval_)
+    write_jsonl(data_dir / "rl.jsonl", sets["rl"] or [])
+    write_jsonl(data_dir / "prefs.jsonl", sets["prefs"] or [])
     write_card(data_dir / "card.md", world, train, eval_, len(tokenizer))
     save_pretrained_atomic(model, tokenizer, world_dir / "base")

@@ -10,6 +10,7 @@ import yaml
 
 from psftlib.config import ROOT, load_profile
 from psftlib.notebook import run_notebook
+from psftlib.train import Plan
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -56,7 +57,7 @@ def test_snakemake_dry_run_lists_every_job():
         )
         assert res.returncode == 0, res.stderr + res.stdout
         runs = load_profile(profile).runs
-        for rule in ("world", "eval", "fig1_entropy", "all"):
+        for rule in ("world", "eval", "grpo", "dpo", "fig1_entropy", "all"):
             assert rule in res.stdout
         assert res.stdout.count("rule train:") == len(runs)
 
@@ -99,10 +100,15 @@ def test_smoke_dag_runs_end_to_end():
     assert fig.exists() and fig.stat().st_size > 10_000
     for run in load_profile("smoke").runs:
         rows = (ROOT / "results" / "runs" / "smoke" / run / "metrics.jsonl").read_text().splitlines()
-        assert len(rows) == load_profile("smoke").run_config(run).steps_per_train_batch * 2
+        n_train = load_profile("smoke")["world"]["n_train"]
+        assert len(rows) == Plan(load_profile("smoke").run_config(run), n_train).n_steps
         assert (ROOT / "results" / "notebooks" / "smoke" / f"train_{run}.ipynb").exists()
         assert (ROOT / "results" / "runs" / "smoke" / run / "eval.jsonl").exists()
-    for run in ["base", *load_profile("smoke").runs]:
+    prof = load_profile("smoke")
+    post = [f"{c}+{stage}" for stage in ("grpo", "dpo") for c in prof[stage]["cold_starts"]]
+    for run in post:
+        assert (ROOT / "results" / "runs" / "smoke" / run / "checkpoint" / "config.json").exists()
+    for run in ["base", *prof.runs, *post]:
         scores = json.loads((ROOT / "results" / "eval" / "smoke" / run / "in_domain.json").read_text())[
             "scores"
         ]

@@ -1,0 +1,176 @@
+"""What the GRPO and DPO stages share: cold-start checks, TRL plumbing, metrics and eval in our JSONL shape.
+
+TRL does the algorithms (``psftlib.rl`` drives ``GRPOTrainer``, ``psftlib.dpo`` drives ``DPOTrainer``); this module
+turns their logs into the same ``metrics.jsonl`` / ``eval.jsonl`` files the SFT trainer writes, with the same
+names where the quantity is the same (``entropy``, ``clip_fraction_high`` ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# TRL log key -> our metric name (conventions.md); every other numeric key is kept under its TRL name
+RENAME = {
+    "loss": "loss",
+    "entropy": "entropy",
+    "grad_norm": "grad_norm",
+    "learning_rate": "lr",
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "clip_ratio/high_mean": "clip_fraction_high",
+    "clip_ratio/low_mean": "clip_fraction_low",
+    "clip_ratio/region_mean": "clip_fraction",
+    "completions/mean_length": "completion_length",
+    "completions/clipped_ratio": "completion_truncated_fraction",
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
+    "rewards/margins": "reward_margin",
+    "rewards/accuracies": "reward_accuracy",
+    "logps/chosen": "logp_chosen",
+    "logps/rejected": "logp_rejected",
+    "kl": "kl",
+}
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """A cold-start checkpoint folder that exists and holds a Hugging Face model, else a clear error naming it."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"{path}: not a Hugging Face checkpoint folder (no config.json); train the cold start first"
+        )
+    return path
+
+
+def load_cold_start(path: str | Path):
+    """(model, tokenizer) of a saved checkpoint, loaded by path (TRL rebuilds references from paths, not objects)."""
+    from transformers import AutoModelForCausalLM
+
+    from psftlib.world import load_tokenizer
+
+    path = check_checkpoint(path)
+    tokenizer = load_tokenizer(path)  # the project's own fast tokenizer, never AutoTokenizer's Qwen2Tokenizer
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def device_args() -> dict[str, Any]:
+    """TRL/transformers arguments for this machine: CPU runs fp32 without activation checkpointing."""
+    if torch.cuda.is_available():
+        return {"bf16": True, "activation_checkpointing": True}
+    return {"use_cpu": True, "bf16": False, "fp16": False, "activation_checkpointing": False}
+
+
+def conversation(row: dict[str, Any]) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    return [*messages, {"role": "user", "content": row["prompt"]}]
+
+
+def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, steps_per_train_batch: int = 1):
+    """A TrainerCallback writing ``metrics.jsonl`` (one line per optimizer step) and ``eval.jsonl``."""
+    from transformers import TrainerCallback
+
+    class JsonlLogger(TrainerCallback):
+        def __init__(self) -> None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.partial = out_dir / ".metrics.jsonl.partial"
+            self.eval_partial = out_dir / ".eval.jsonl.partial"
+            for p in (self.partial, self.eval_partial):
+                p.write_text("")
+            self.rows: list[dict[str, float]] = []
+
+        def _eval(self, model, step: int) -> None:
+            if evaluator is None:
+                return
+            scores = evaluator(model)
+            model.train()
+            with open(self.eval_partial, "a") as f:
+                f.write(
+                    json.dumps({"step": step, "train_batch": step / steps_per_train_batch, **scores}) + "\n"
+                )
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            self._eval(model, 0)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "train_runtime" in logs:
+                return
+            row: dict[str, float] = {
+                "step": state.global_step,
+                "train_batch": state.global_step / steps_per_train_batch,
+            }
+            for key, value in logs.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    row[RENAME.get(key, key)] = float(value)
+            self.rows.append(row)
+            with open(self.partial, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if eval_every and (state.global_step % eval_every == 0 or state.global_step == state.max_steps):
+                self._eval(model, state.global_step)
+
+        def finish(self) -> None:
+            os.replace(self.partial, out_dir / "metrics.jsonl")
+            if evaluator is not None:
+                os.replace(self.eval_partial, out_dir / "eval.jsonl")
+            elif self.eval_partial.exists():
+                self.eval_partial.unlink()
+
+    return JsonlLogger()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m psftlib.posttrain --profile mini --stage grpo --cold-start psft``: one post-training run."""
+    import argparse
+
+    from psftlib.config import load_profile
+    from psftlib.data import read_jsonl
+    from psftlib.train import run_paths, set_threads
+
+    parser = argparse.ArgumentParser(
+        description="GRPO or DPO from a cold-start run of a profile (through TRL)."
+    )
+    parser.add_argument("--profile", default="mini")
+    parser.add_argument("--stage", required=True, choices=["grpo", "dpo"])
+    parser.add_argument(
+        "--cold-start", required=True, help="a run name of the profile whose checkpoint starts this"
+    )
+    parser.add_argument("--out", default=None, help="default results/runs/<profile>/<cold-start>+<stage>")
+    args = parser.parse_args(argv)
+    prof = load_profile(args.profile)
+    set_threads(prof["threads"])
+    section = dict(prof.data[args.stage])
+    section.pop("cold_starts", None)
+    eval_every = section.pop("eval_every", 0)
+    data_dir = run_paths(prof.name, "_")["train_data"].parent
+    cold = run_paths(prof.name, args.cold_start)["out"] / "checkpoint"
+    out = Path(args.out) if args.out else run_paths(prof.name, f"{args.cold_start}+{args.stage}")["out"]
+    evaluator = None
+    if eval_every:
+        from psftlib.eval import make_training_evaluator
+        from psftlib.world import load_tokenizer
+
+        evaluator = make_training_evaluator(prof, load_tokenizer(check_checkpoint(cold)))
+    if args.stage == "grpo":
+        from psftlib.rl import GRPOSettings, run_grpo
+
+        prompts = read_jsonl(data_dir / "rl.jsonl", required=("prompt", "answer"))
+        run_grpo(cold, prompts, GRPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)
+    else:
+        from psftlib.dpo import DPOSettings, run_dpo
+
+        pairs = read_jsonl(data_dir / "prefs.jsonl", required=("prompt", "chosen", "rejected"))
+        run_dpo(cold, pairs, DPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)
+
+
+if __name__ == "__main__":
+    main()
