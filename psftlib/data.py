@@ -43,7 +43,8 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = REQUIRED_FIELDS) ->
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             for key in required:
-                if not isinstance(row.get(key), str) or not row[key].strip():
+                value = row.get(key)
+                if value is None or value == [] or (isinstance(value, str) and not value.strip()):
                     raise DataError(f"{path}:{lineno}: field {key!r} is missing or empty")
             rows.append(row)
     if not rows:

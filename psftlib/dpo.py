@@ -8,11 +8,10 @@ The reference model is the cold-start checkpoint, loaded by path and passed expl
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
-from psftlib.posttrain import conversation, device_args, load_cold_start, make_callbacks
+from psftlib.posttrain import conversation, device_args, load_cold_start, run_trl
 
 
 @dataclasses.dataclass
@@ -25,7 +24,7 @@ class DPOSettings:
     max_length: int = 4096  # prompt + completion tokens
     seed: int = 0
 
-    def trl_config(self, out_dir: Path):
+    def trl_config(self, trl_dir: Path):
         from trl import DPOConfig
 
         if self.batch_size % self.micro_batch_size:
@@ -33,7 +32,7 @@ class DPOSettings:
                 f"dpo: batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
             )
         return DPOConfig(
-            output_dir=str(out_dir / ".trl"),  # TRL saves nothing there (save_strategy "no")
+            output_dir=str(trl_dir),
             beta=self.beta, loss_type=["sigmoid"], learning_rate=self.lr,
             lr_scheduler_type="linear", warmup_steps=0, num_train_epochs=self.epochs,
             per_device_train_batch_size=self.micro_batch_size,
@@ -52,21 +51,12 @@ def run_dpo(
     eval_every: int = 0,
 ) -> list[dict[str, float]]:
     """DPO from ``cold_start`` on preference ``pairs`` (rows with ``prompt``, ``chosen``, ``rejected``, ``system``)."""
-    from datasets import Dataset
     from trl import DPOTrainer
 
-    from psftlib.world import save_pretrained_atomic
+    def dataset_rows(_tokenizer: Any) -> list[dict[str, Any]]:
+        return [{"prompt": conversation(r), "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                 "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in pairs]  # fmt: skip
 
-    out_dir = Path(out_dir)
-    model, tokenizer = load_cold_start(cold_start)
-    reference, _ = load_cold_start(cold_start)
-    rows = [{"prompt": conversation(r), "chosen": [{"role": "assistant", "content": r["chosen"]}],
-             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in pairs]  # fmt: skip
-    logger = make_callbacks(out_dir, evaluator, eval_every)
-    trainer = DPOTrainer(model=model, ref_model=reference, args=settings.trl_config(out_dir),
-                         train_dataset=Dataset.from_list(rows), processing_class=tokenizer, callbacks=[logger])  # fmt: skip
-    trainer.train()
-    logger.finish()
-    shutil.rmtree(out_dir / ".trl", ignore_errors=True)
-    save_pretrained_atomic(trainer.model, tokenizer, out_dir / "checkpoint")
-    return logger.rows
+    reference, _ = load_cold_start(cold_start)  # the cold start, loaded by path and passed explicitly
+    return run_trl(DPOTrainer, cold_start, dataset_rows, settings.trl_config, out_dir, evaluator, eval_every,
+                   ref_model=reference)  # fmt: skip

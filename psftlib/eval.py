@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import yaml
 
-from psftlib.data import DataError, atomic_write
+from psftlib.data import atomic_write, read_jsonl
 from psftlib.verify import extract_answer, is_correct
 
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
@@ -94,24 +94,7 @@ def task_yaml(name: str) -> tuple[dict[str, Any], Path] | tuple[None, None]:
 
 def check_task_data(path: Path, required: list[str]) -> int:
     """Refuse a missing, empty or malformed JSONL task file, naming the file and line. Returns the row count."""
-    if not path.exists():
-        raise DataError(f"{path}: task data file not found")
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            missing = [k for k in required if not isinstance(row, dict) or row.get(k) in (None, "", [])]
-            if missing:
-                raise DataError(f"{path}:{lineno}: missing or empty field(s) {missing}")
-            n += 1
-    if n == 0:
-        raise DataError(f"{path}: no records")
-    return n
+    return len(read_jsonl(path, required=tuple(required)))
 
 
 def task_spec(

@@ -128,6 +128,31 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
     return JsonlLogger()
 
 
+def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator, eval_every,
+            steps_per_train_batch: int = 1, **trainer_kwargs) -> list[dict[str, float]]:  # fmt: skip
+    """Load the cold start by path, train with a TRL trainer, write our JSONL files and the checkpoint atomically.
+
+    ``dataset_rows(tokenizer) -> rows`` builds the dataset; ``args_for(trl_dir) -> TRL config``.
+    """
+    import shutil
+
+    from datasets import Dataset
+
+    from psftlib.world import save_pretrained_atomic
+
+    out_dir = Path(out_dir)
+    model, tokenizer = load_cold_start(cold_start)
+    logger = make_callbacks(out_dir, evaluator, eval_every, steps_per_train_batch)
+    trl_dir = out_dir / ".trl"  # TRL saves nothing there (save_strategy "no"); removed after
+    trainer = trainer_cls(model=model, args=args_for(trl_dir), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
+                          processing_class=tokenizer, callbacks=[logger], **trainer_kwargs)  # fmt: skip
+    trainer.train()
+    logger.finish()
+    shutil.rmtree(trl_dir, ignore_errors=True)
+    save_pretrained_atomic(trainer.model, tokenizer, out_dir / "checkpoint")
+    return logger.rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m psftlib.posttrain --profile mini --stage grpo --cold-start psft``: one post-training run."""
     import argparse

@@ -18,11 +18,10 @@ maximum). Outputs in ``out_dir``: ``metrics.jsonl``, ``eval.jsonl``, ``checkpoin
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
-from psftlib.posttrain import conversation, device_args, load_cold_start, make_callbacks
+from psftlib.posttrain import conversation, device_args, run_trl
 from psftlib.verify import extract_answer, is_correct
 
 
@@ -50,7 +49,7 @@ class GRPOSettings:
     def steps_per_train_batch(self) -> int:
         return self.train_batch_size // self.mini_batch_size
 
-    def trl_config(self, out_dir: Path):
+    def trl_config(self, trl_dir: Path):
         """The equivalent ``GRPOConfig`` (batch sizes in TRL count completions, not prompts)."""
         from trl import GRPOConfig
 
@@ -62,7 +61,7 @@ class GRPOSettings:
             )
         grad_accum = completions_per_step // self.micro_batch_size
         return GRPOConfig(
-            output_dir=str(out_dir / ".trl"),  # TRL saves nothing there (save_strategy "no")
+            output_dir=str(trl_dir),
             loss_type="dapo", epsilon=self.clip_low, epsilon_high=self.clip_high, beta=self.kl_coef,
             num_generations=self.num_generations, temperature=self.temperature, top_p=self.top_p,
             max_completion_length=self.max_completion_length, mask_truncated_completions=False,
@@ -101,33 +100,25 @@ def run_grpo(
     eval_every: int = 0,
 ) -> list[dict[str, float]]:
     """GRPO from the checkpoint ``cold_start`` on RL ``prompts`` (rows with ``prompt``, ``answer``, ``system``)."""
-    from datasets import Dataset
     from trl import GRPOTrainer
 
-    from psftlib.world import save_pretrained_atomic
+    def dataset_rows(tokenizer: Any) -> list[dict[str, Any]]:
+        rows = []
+        for r in prompts:
+            conv = conversation(r)
+            ids = tokenizer.apply_chat_template(
+                conv, add_generation_prompt=True, tokenize=True, return_dict=True
+            )
+            if len(ids["input_ids"]) <= settings.max_prompt_length:
+                rows.append({"prompt": conv, "answer": str(r["answer"])})
+        if len(rows) < settings.train_batch_size:
+            raise ValueError(
+                f"grpo: {len(rows)} usable prompts < train_batch_size {settings.train_batch_size}"
+            )
+        return rows
 
-    out_dir = Path(out_dir)
-    model, tokenizer = load_cold_start(cold_start)
-    rows = []
-    for r in prompts:
-        conv = conversation(r)
-        n = len(
-            tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=True)[
-                "input_ids"
-            ]
-        )
-        if n <= settings.max_prompt_length:
-            rows.append({"prompt": conv, "answer": str(r["answer"])})
-    if len(rows) < settings.train_batch_size:
-        raise ValueError(f"grpo: {len(rows)} usable prompts < train_batch_size {settings.train_batch_size}")
     rewards = [correctness_reward]
     if settings.overlong_buffer:
         rewards.append(overlong_reward(settings.max_completion_length, settings.overlong_buffer))
-    logger = make_callbacks(out_dir, evaluator, eval_every, settings.steps_per_train_batch)
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=settings.trl_config(out_dir),
-                          train_dataset=Dataset.from_list(rows), processing_class=tokenizer, callbacks=[logger])  # fmt: skip
-    trainer.train()
-    logger.finish()
-    shutil.rmtree(out_dir / ".trl", ignore_errors=True)
-    save_pretrained_atomic(trainer.model, tokenizer, out_dir / "checkpoint")
-    return logger.rows
+    return run_trl(GRPOTrainer, cold_start, dataset_rows, settings.trl_config, out_dir, evaluator, eval_every,
+                   settings.steps_per_train_batch, reward_funcs=rewards)  # fmt: skip

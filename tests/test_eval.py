@@ -91,9 +91,9 @@ def test_same_checkpoint_and_seed_give_identical_results(evaluated, smoke_world,
 
 def test_malformed_task_data_is_refused_with_the_file_named(tmp_path):
     (tmp_path / "eval.jsonl").write_text('{"prompt": "compute 1 + 1", "answer": "2"}\n{"prompt": "x"}\n')
-    with pytest.raises(DataError, match=r"eval.jsonl:2: missing or empty field\(s\) \['answer'\]"):
+    with pytest.raises(DataError, match=r"eval.jsonl:2: field 'answer' is missing or empty"):
         task_spec("world_arith", data_dir=tmp_path)
-    with pytest.raises(DataError, match="task data file not found"):
+    with pytest.raises(DataError, match="nowhere/eval.jsonl: no such file"):
         task_spec("world_arith", data_dir=tmp_path / "nowhere")
 
 
