@@ -131,3 +131,12 @@ def test_lora_trains_adapters_and_saves_a_merged_checkpoint(tiny_model_and_examp
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "checkpoint"))
     changed = [k for k, v in merged.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert changed and all("proj" in k or "mlp" in k for k in changed)
+
+
+def test_gradient_checkpointing_changes_memory_not_maths(tiny_model_and_examples, tmp_path):
+    plain = _run(tiny_model_and_examples, tmp_path / "a", objective="psft")
+    ckpt = _run(tiny_model_and_examples, tmp_path / "b", objective="psft", gradient_checkpointing=True)
+    for a, b in zip(plain, ckpt, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(
+            b["grad_norm"], rel=1e-4
+        )

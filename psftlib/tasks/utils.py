@@ -75,3 +75,14 @@ def process_results_letter(doc: dict, results: list) -> dict[str, float]:
     responses = results[0] if not isinstance(results[0], str) else [results[0]]
     correct = [int((extract_answer(r) or "").strip().upper() == doc["answer"]) for r in responses]
     return {"avg_at_k": sum(correct) / len(correct), "pass_at_k": float(any(correct))}
+
+
+# ---- the small world's skills and format instructions (rule-checked, our IFEval analog) ----------------------
+
+
+def process_results_skill(doc: dict, results: list) -> dict[str, float]:
+    from psftlib.smallworld import check_skill
+
+    responses = results[0] if not isinstance(results[0], str) else [results[0]]
+    correct = [int(check_skill(doc, r)) for r in responses]
+    return {"avg_at_k": sum(correct) / len(correct), "pass_at_k": float(any(correct))}

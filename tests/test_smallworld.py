@@ -1,0 +1,118 @@
+"""The small world's generators and rule checkers (work in progress: not yet a profile's world)."""
+
+import random
+
+import pytest
+
+from psftlib.smallworld import (
+    REFLECTIVE,
+    SKILLS,
+    check_format,
+    check_skill,
+    make_format_item,
+    make_skill_item,
+    make_target_item,
+    vocabulary_corpus,
+)
+from psftlib.verify import extract_answer, is_correct
+from psftlib.world import build_tokenizer
+
+
+def _items(seed):
+    rng = random.Random(seed)
+    return ([make_skill_item(rng, s) for s in SKILLS for _ in range(20)] + [make_format_item(rng) for _ in range(40)]
+            + [make_target_item(rng, n, 0.3) for n in (3, 4, 5) for _ in range(20)])  # fmt: skip
+
+
+def test_generators_are_deterministic_in_the_seed():
+    assert _items(0) == _items(0)
+    assert _items(0) != _items(1)
+
+
+def test_every_reference_answer_passes_its_own_checker():
+    for item in _items(2):
+        if item["skill"] == "target":
+            assert is_correct(extract_answer(item["response"]), item["answer"])
+        else:
+            assert check_skill(item, item["response"]), item
+
+
+@pytest.mark.parametrize(
+    ("instruction", "n", "response", "ok"),
+    [("brackets", 0, "[ 7 ]", True), ("brackets", 0, "7", False), ("brackets", 0, "[ 8 ]", False),
+     ("repeat", 3, "7 ; 7 ; 7", True), ("repeat", 3, "7 ; 7", False), ("end_done", 0, "7 done", True),
+     ("end_done", 0, "done 7", False), ("start_answer", 0, "answer 7", True), ("start_answer", 0, "7", False)],
+)  # fmt: skip
+def test_format_checker_accepts_and_rejects_hand_written_cases(instruction, n, response, ok):
+    assert check_format(instruction, n, response, "7") is ok
+
+
+def test_target_chains_are_long_varied_and_correct():
+    rng = random.Random(3)
+    items = [make_target_item(rng, 5, 0.5) for _ in range(50)]
+    for it in items:
+        assert it["response"].endswith(f"\\boxed{{ {it['answer']} }}")
+        assert 0 <= int(it["answer"]) <= 60
+    assert len({it["response"].split(" . ")[0] for it in items}) > 1  # openings vary
+    assert any(w in it["response"] for it in items for w in REFLECTIVE)
+
+
+def test_tokenizer_round_trips_and_has_single_tokens_for_reflective_words():
+    tok = build_tokenizer({"max_terms": 1, "max_operand": 100}, vocabulary_corpus())
+    for word in REFLECTIVE:
+        assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1
+    for item in _items(4):
+        ids = tok(item["response"], add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids) == " ".join(item["response"].split())
+
+
+def test_datasets_are_disjoint_and_sized(tmp_path):
+    from psftlib.smallworld import make_datasets
+
+    world = {"n_eval_skill": 5, "n_eval_target": 4, "n_pretrain_per_skill": 10, "n_pretrain_format": 6,
+             "n_pretrain_target": 4, "n_train": 12, "n_rl": 6, "aside_prob": 0.3, "pretrain_aside_prob": 0.03}  # fmt: skip
+    sets = make_datasets(world, 0)
+    assert make_datasets(world, 0) == sets
+    prompts = [r["prompt"] for rows in sets.values() for r in rows]
+    assert len(prompts) == len(set(prompts))
+    assert (
+        len(sets["pretrain"]) == 5 * 10 + 6 + 4
+        and len(sets["train"]) == 12
+        and len(sets["eval_target_5"]) == 4
+    )
+
+
+def test_skill_tasks_score_through_lm_eval_scoring_function():
+    import importlib.util
+
+    from psftlib.eval import TASK_DIR
+
+    spec = importlib.util.spec_from_file_location("task_utils", TASK_DIR / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    item = make_format_item(random.Random(5))
+    good, bad = item["response"], "nonsense"
+    assert utils.process_results_skill(item, [[good, bad]]) == {"avg_at_k": 0.5, "pass_at_k": 1.0}
+
+
+def test_skill_tasks_run_through_the_harness(smoke_world, tmp_path):
+    from psftlib.data import write_jsonl
+    from psftlib.eval import TASK_DIR, EvalConfig, evaluate
+    from psftlib.smallworld import SKILL_SYSTEM, make_datasets
+
+    world = {"n_eval_skill": 3, "n_eval_target": 1, "n_pretrain_per_skill": 1, "n_pretrain_format": 1,
+             "n_pretrain_target": 1, "n_train": 1, "aside_prob": 0.3, "pretrain_aside_prob": 0.0}  # fmt: skip
+    sets = make_datasets(world, 0)
+    for name in ("eval_sort", "eval_format"):
+        write_jsonl(tmp_path / f"{name}.jsonl", sets[name])
+    summary = evaluate(smoke_world / "world" / "base", ["world_skill_sort", "world_skill_format"],
+                       EvalConfig(max_gen_toks=8, batch_size=3), data_dir=tmp_path)  # fmt: skip
+    assert {t: s["n"] for t, s in summary["scores"].items()} == {
+        "world_skill_sort": 3,
+        "world_skill_format": 3,
+    }
+    import yaml
+
+    for path in TASK_DIR.glob("world_skill_*.yaml"):
+        assert yaml.load(path.read_text(), Loader=yaml.BaseLoader)["description"] == SKILL_SYSTEM
