@@ -37,10 +37,10 @@ ALL_RUNS = ["base", *P.runs, *POST]
 SRC = {
     "world": ["psftlib/world.py", "psftlib/data.py", "psftlib/config.py"],
     "train": ["psftlib/train.py", "psftlib/objectives.py", "psftlib/logprobs.py", "psftlib/data.py",
-              "psftlib/config.py"],
+              "psftlib/config.py", "psftlib/world.py"],
     "plots": ["psftlib/plots.py"],
-    "eval": ["psftlib/eval.py", "psftlib/verify.py", *sorted(glob("psftlib/tasks/*"))],
-    "post": ["psftlib/posttrain.py", "psftlib/rl.py", "psftlib/dpo.py", "psftlib/verify.py"],
+    "eval": ["psftlib/eval.py", "psftlib/verify.py", "psftlib/world.py", *sorted(glob("psftlib/tasks/*"))],
+    "post": ["psftlib/posttrain.py", "psftlib/rl.py", "psftlib/dpo.py", "psftlib/verify.py", "psftlib/world.py"],
 }
 
 

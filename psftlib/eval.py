@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from psftlib.data import atomic_write, read_jsonl
 from psftlib.verify import extract_answer, is_correct
@@ -75,19 +74,13 @@ class EvalConfig:
 # ---- tasks ----------------------------------------------------------------------------------------------------
 
 
-class _TagTolerantLoader(yaml.SafeLoader):
-    pass
-
-
-_TagTolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
 def task_yaml(name: str) -> tuple[dict[str, Any], Path] | tuple[None, None]:
-    """The raw YAML of one of our tasks (``!function`` tags read as None) and its path, or (None, None)."""
+    """The YAML of one of our tasks (``!function`` tags unresolved) and its path, or (None, None)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
     for path in sorted(TASK_DIR.glob("*.yaml")):
-        with open(path) as f:
-            data = yaml.load(f, Loader=_TagTolerantLoader)
-        if isinstance(data, dict) and data.get("task") == name:
+        data = load_yaml(path, resolve_func=False)
+        if data.get("task") == name:
             return data, path
     return None, None
 
@@ -165,15 +158,13 @@ def _lm(model: Any, tokenizer: Any, cfg: EvalConfig):
     from lm_eval.models.huggingface import HFLM
 
     if isinstance(model, (str, Path)):
-        path = Path(model)
-        if not (path / "config.json").exists():
-            raise EvalError(f"{path}: not a Hugging Face checkpoint folder (no config.json)")
-        from transformers import AutoModelForCausalLM
+        from psftlib.world import load_checkpoint
 
-        from psftlib.world import load_tokenizer
-
-        tokenizer = tokenizer or load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        try:
+            model, loaded = load_checkpoint(model)
+        except FileNotFoundError as err:
+            raise EvalError(str(err)) from None
+        tokenizer = tokenizer or loaded
         if torch.cuda.is_available():
             model.to("cuda")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -214,6 +205,7 @@ def evaluate(
     specs = [task_spec(t, Path(data_dir) if data_dir else None, (fixtures or {}).get(t), cfg) for t in tasks]
     lm = _lm(model, tokenizer, cfg)
     tm = TaskManager(include_path=str(TASK_DIR), include_defaults=cfg.include_defaults)
+    was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
     rng = (random.getstate(), torch.get_rng_state())  # lm-eval reseeds the global RNGs; give them back after
     try:
         res = lm_eval.simple_evaluate(
@@ -225,8 +217,8 @@ def evaluate(
     finally:
         random.setstate(rng[0])
         torch.set_rng_state(rng[1])
-    if model is not None and hasattr(model, "train") and not isinstance(model, (str, Path)):
-        model.train()  # HFLM put it in eval mode
+    if was_training is not None:
+        model.train(was_training)
     samples, scores = _samples_and_scores(res)
     summary = {
         "tasks": tasks,

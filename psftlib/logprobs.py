@@ -99,18 +99,9 @@ def token_logprobs(
     ``mask[:, 1:]``. Log-softmax is taken in fp32 whatever the model's dtype.
     """
     if chunk_size is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [B, T-1, V]
-        logp_all = torch.log_softmax(logits.float(), dim=-1)  # [B, T-1, V]
-        targets = input_ids[:, 1:].unsqueeze(-1)  # [B, T-1, 1]
-        logprobs = logp_all.gather(-1, targets).squeeze(-1)  # [B, T-1]
-        if score_mask is not None:
-            logprobs = logprobs * (score_mask > 0)
-        if not with_stats:
-            return TokenLogprobs(logprobs, None, None)
-        with torch.no_grad():
-            entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T-1]
-            is_argmax = (logp_all.argmax(-1) == targets.squeeze(-1)).float()  # [B, T-1]
-        return TokenLogprobs(logprobs, entropy, is_argmax)
+        return gather_token_logprobs(
+            full_logprobs(model, input_ids, attention_mask), input_ids, score_mask, with_stats
+        )
 
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
     head = _check_plain_head(lm)
@@ -130,19 +121,36 @@ def token_logprobs(
     return TokenLogprobs(scatter(lp), scatter(ent), scatter(am))
 
 
-def full_vocab_kl(
-    model: torch.nn.Module, ref_model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+def full_logprobs(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
-    """Exact per-position ``KL(π_θ(·|s) || π_ref(·|s))`` over the vocabulary, ``[B, T-1]``, grad w.r.t. θ only.
+    """The plain path: log-softmax over the whole vocabulary at every position, fp32, ``[B, T-1, V]``."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [B, T-1, V]
+    return torch.log_softmax(logits.float(), dim=-1)
 
-    Plain full-logits path (both distributions are needed at once); for the ``sft_kl`` objective with
-    ``kl_estimator: full``.
-    """
-    logp = torch.log_softmax(
-        model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), -1
-    )
+
+def gather_token_logprobs(
+    logp_all: torch.Tensor,
+    input_ids: torch.Tensor,
+    score_mask: torch.Tensor | None = None,
+    with_stats: bool = True,
+) -> TokenLogprobs:
+    """:class:`TokenLogprobs` of the dataset tokens from full log-probabilities ``[B, T-1, V]``."""
+    targets = input_ids[:, 1:].unsqueeze(-1)  # [B, T-1, 1]
+    logprobs = logp_all.gather(-1, targets).squeeze(-1)  # [B, T-1]
+    if score_mask is not None:
+        logprobs = logprobs * (score_mask > 0)
+    if not with_stats:
+        return TokenLogprobs(logprobs, None, None)
     with torch.no_grad():
-        ref = torch.log_softmax(
-            ref_model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), -1
-        )
-    return (logp.exp() * (logp - ref)).sum(-1)  # [B, T-1]
+        entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T-1]
+        is_argmax = (logp_all.argmax(-1) == targets.squeeze(-1)).float()  # [B, T-1]
+    return TokenLogprobs(logprobs, entropy, is_argmax)
+
+
+def full_vocab_kl(logp_all: torch.Tensor, ref_logp_all: torch.Tensor) -> torch.Tensor:
+    """Exact per-position ``KL(π_θ(·|s) || π_ref(·|s))`` over the vocabulary, ``[B, T-1]``, from the two full
+    log-probability tensors of :func:`full_logprobs` (grad flows through ``logp_all`` only, if the reference's
+    was taken without grad). For the ``sft_kl`` objective with ``kl_estimator: full``.
+    """
+    return (logp_all.exp() * (logp_all - ref_logp_all)).sum(-1)  # [B, T-1]

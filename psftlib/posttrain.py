@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from psftlib.world import check_checkpoint, load_checkpoint
+
 # TRL log key -> our metric name (conventions.md); every other numeric key is kept under its TRL name
 RENAME = {
     "loss": "loss",
@@ -38,28 +40,12 @@ RENAME = {
 }
 
 
-def check_checkpoint(path: str | Path) -> Path:
-    """A cold-start checkpoint folder that exists and holds a Hugging Face model, else a clear error naming it."""
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"{path}: not a Hugging Face checkpoint folder (no config.json); train the cold start first"
-        )
-    return path
-
-
 def load_cold_start(path: str | Path):
-    """(model, tokenizer) of a saved checkpoint, loaded by path (TRL rebuilds references from paths, not objects)."""
-    from transformers import AutoModelForCausalLM
-
-    from psftlib.world import load_tokenizer
-
-    path = check_checkpoint(path)
-    tokenizer = load_tokenizer(path)  # the project's own fast tokenizer, never AutoTokenizer's Qwen2Tokenizer
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    """(model, tokenizer) of a cold start, loaded by path (TRL rebuilds references from paths, not objects)."""
+    try:
+        return load_checkpoint(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; train the cold start first") from None
 
 
 def device_args() -> dict[str, Any]:
@@ -90,8 +76,7 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
         def _eval(self, model, step: int) -> None:
             if evaluator is None:
                 return
-            scores = evaluator(model)
-            model.train()
+            scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
             with open(self.eval_partial, "a") as f:
                 f.write(
                     json.dumps({"step": step, "train_batch": step / steps_per_train_batch, **scores}) + "\n"

@@ -32,6 +32,7 @@ Outputs in ``out_dir`` (each written to a temp name and renamed when complete)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -49,7 +50,7 @@ from tqdm import tqdm
 
 from psftlib.config import ROOT, ConfigError, TrainConfig, load_profile, parse_overrides
 from psftlib.data import EncodeReport, Example, atomic_write, collate, encode_all, read_jsonl
-from psftlib.logprobs import full_vocab_kl, token_logprobs
+from psftlib.logprobs import full_logprobs, full_vocab_kl, gather_token_logprobs, token_logprobs
 from psftlib.objectives import dft_loss, iw_sft_loss, psft_loss, sft_kl_loss, sft_loss
 
 METRIC_KEYS = (
@@ -203,12 +204,17 @@ class _Reference:
         self.lora = lora
         self.model = model if lora else copy.deepcopy(model).eval().requires_grad_(False)
 
-    @torch.no_grad()
+    def _context(self):
+        return self.model.disable_adapter() if self.lora else contextlib.nullcontext()
+
     def logprobs(self, mb: dict, mask: torch.Tensor, chunk: int | None, with_stats: bool = False):
-        if self.lora:
-            with self.model.disable_adapter():
-                return _no_grad_logprobs(self.model, mb, mask, chunk, with_stats)
-        return _no_grad_logprobs(self.model, mb, mask, chunk, with_stats)
+        with self._context():
+            return _no_grad_logprobs(self.model, mb, mask, chunk, with_stats)
+
+    @torch.no_grad()
+    def full_logprobs(self, mb: dict) -> torch.Tensor:
+        with self._context():
+            return full_logprobs(self.model, mb["input_ids"], mb["attention_mask"])
 
 
 @torch.no_grad()
@@ -250,15 +256,26 @@ def backward_mini_batch(
     parts, tensors = [], []
     for m, mb in enumerate(micro_batches):
         response_mask, mask = mb["loss_mask"][:, 1:], masks[m]
-        with autocast() if autocast else _nullcontext():
-            out = token_logprobs(
-                model,
-                mb["input_ids"],
-                mb["attention_mask"],
-                score_mask=response_mask,
-                chunk_size=cfg.logprob_chunk_size,
-            )
-            old_lp = ref_lp = None
+        with autocast() if autocast else contextlib.nullcontext():
+            full_kl = logp_all = None
+            if objective == "sft_kl" and cfg.kl_estimator == "full":
+                # one forward of each model gives log-probs, entropy, the reference's log-probs and the exact KL
+                logp_all = full_logprobs(model, mb["input_ids"], mb["attention_mask"])
+                ref_all = reference.full_logprobs(mb)
+                out = gather_token_logprobs(logp_all, mb["input_ids"], response_mask)
+                ref_lp = gather_token_logprobs(
+                    ref_all, mb["input_ids"], response_mask, with_stats=False
+                ).logprobs
+                full_kl = full_vocab_kl(logp_all, ref_all)
+            else:
+                out = token_logprobs(
+                    model,
+                    mb["input_ids"],
+                    mb["attention_mask"],
+                    score_mask=response_mask,
+                    chunk_size=cfg.logprob_chunk_size,
+                )
+            old_lp = None
             if objective == "sft":
                 loss, metrics = sft_loss(out.logprobs, mask, num_tokens)
             elif objective == "dft":
@@ -267,12 +284,10 @@ def backward_mini_batch(
                 old_lp = old[m] if old is not None and old[m] is not None else out.logprobs.detach()
                 loss, metrics = psft_loss(out.logprobs, old_lp, mask, cfg.clip_low, cfg.clip_high, num_tokens)
             elif objective == "sft_kl":
-                ref_lp = reference.logprobs(mb, response_mask, cfg.logprob_chunk_size).logprobs
-                full = None
-                if cfg.kl_estimator == "full":
-                    full = full_vocab_kl(model, reference.model, mb["input_ids"], mb["attention_mask"])
+                if full_kl is None:
+                    ref_lp = reference.logprobs(mb, response_mask, cfg.logprob_chunk_size).logprobs
                 loss, metrics = sft_kl_loss(
-                    out.logprobs, ref_lp, mask, cfg.kl_coef, cfg.kl_estimator, num_tokens, full
+                    out.logprobs, ref_lp, mask, cfg.kl_coef, cfg.kl_estimator, num_tokens, full_kl
                 )
             elif objective == "iw_sft":
                 ref_lp = reference.logprobs(mb, response_mask, cfg.logprob_chunk_size).logprobs
@@ -300,14 +315,6 @@ def backward_mini_batch(
             }
         )
     return parts, tensors
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ---- the loop -----------------------------------------------------------------------------------------------
@@ -410,8 +417,7 @@ def train(
         if rank == 0:
             where = {"step": done, "train_batch": done / plan.steps_per_train_batch,
                      "epoch": done / plan.steps_per_train_batch / plan.batches_per_epoch}  # fmt: skip
-            scores = evaluator(model)
-            model.train()
+            scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
             with open(eval_partial, "a") as f:
                 f.write(json.dumps({**where, **scores}) + "\n")
         if world > 1:
@@ -531,45 +537,41 @@ def _refresh(model, reference, examples, plan: Plan, step: int, pad_id: int, dev
     never = cfg.old_policy_refresh == "never"
     need_entropy = cfg.entropy_top_fraction is not None
     pending: dict[int, dict] = {}
+    entropies, masks = [], []  # per micro batch of the window, for the entropy selection
     for s in plan.refresh_window(step):
         if s < step:
             continue
-        micro = _micro_batches(examples, plan.indices(s), cfg, pad_id, device)
+        idx = plan.indices(s)
+        starts = range(0, len(idx), cfg.micro_batch_size)  # the training step's micro batches
         if s == step and not never and not need_entropy:
-            pending[s] = {"old": [None] * len(micro), "select": None, "entropy": None}
+            pending[s] = {"old": [None] * len(starts), "select": None}
             continue
         # one no-grad forward over this rank's whole mini batch (no activations are kept, so micro-batching
-        # for memory is not needed), then split back into the micro batches' rows and widths
-        full = {k: v.to(device) for k, v in collate([examples[j] for j in plan.indices(s)], pad_id).items()}
+        # for memory is not needed), then split back into the micro batches' rows and (padded) widths
+        full = {k: v.to(device) for k, v in collate([examples[j] for j in idx], pad_id).items()}
         mask = full["loss_mask"][:, 1:]
         if never:
             whole = reference.logprobs(full, mask, cfg.logprob_chunk_size, with_stats=need_entropy)
         else:
             whole = _no_grad_logprobs(model, full, mask, cfg.logprob_chunk_size, need_entropy)
-        outs, row = [], 0
-        for mb in micro:
-            b, width = mb["input_ids"].shape[0], mb["input_ids"].shape[1] - 1
-            outs.append(type(whole)(*(t[row : row + b, :width] if t is not None else None for t in whole)))
-            row += b
-        pending[s] = {
-            "old": [o.logprobs for o in outs],
-            "select": None,
-            "entropy": [o.entropy for o in outs] if need_entropy else None,
-            "masks": [mb["loss_mask"][:, 1:] for mb in micro],
-        }
+        olds = []
+        for i in starts:
+            rows = slice(i, i + cfg.micro_batch_size)
+            width = max(len(examples[j].input_ids) for j in idx[rows]) - 1
+            olds.append(whole.logprobs[rows, :width])
+            if need_entropy:
+                entropies.append(whole.entropy[rows, :width])
+                masks.append(mask[rows, :width])
+        pending[s] = {"old": olds, "select": None}
     if need_entropy:
         # top-ρ highest-entropy response tokens of the whole window (old policy's entropy), across ranks
-        values = torch.cat(
-            [e[m > 0] for p in pending.values() for e, m in zip(p["entropy"], p["masks"], strict=True)]
+        threshold = _global_quantile(
+            torch.cat([e[m > 0] for e, m in zip(entropies, masks, strict=True)]),
+            1.0 - cfg.entropy_top_fraction,
         )
-        threshold = _global_quantile(values, 1.0 - cfg.entropy_top_fraction)
+        selected = iter([((e >= threshold) & (m > 0)).float() for e, m in zip(entropies, masks, strict=True)])
         for p in pending.values():
-            p["select"] = [
-                ((e >= threshold) & (m > 0)).float() for e, m in zip(p["entropy"], p["masks"], strict=True)
-            ]
-    for p in pending.values():
-        p.pop("entropy", None)
-        p.pop("masks", None)
+            p["select"] = [next(selected) for _ in p["old"]]
     return pending
 
 
@@ -647,10 +649,9 @@ def train_run(
     progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train run ``run`` of a profile from its base model and data (built by ``psftlib.world``)."""
-    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from psftlib.world import load_tokenizer
+    from psftlib.world import load_checkpoint
 
     hf_logging.disable_progress_bar()
     prof = load_profile(profile)
@@ -658,8 +659,7 @@ def train_run(
     paths = run_paths(prof.name, run)
     if not paths["base"].exists():
         raise FileNotFoundError(f"{paths['base']}: no base model; build the world first (snakemake world)")
-    tokenizer = load_tokenizer(paths["base"])
-    model = AutoModelForCausalLM.from_pretrained(str(paths["base"]), dtype=torch.float32)
+    model, tokenizer = load_checkpoint(paths["base"])
     examples, report = encode_all(tokenizer, read_jsonl(paths["train_data"]), cfg.max_length, cfg.truncation)
     evaluator, every = None, 0
     during = (prof.data.get("eval") or {}).get("during_training")

@@ -127,6 +127,26 @@ def load_tokenizer(path: str | Path) -> Any:
     return PreTrainedTokenizerFast.from_pretrained(str(path))
 
 
+def check_checkpoint(path: str | Path) -> Path:
+    """A folder that holds a Hugging Face model, else a clear error naming it."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint folder (no config.json)")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
+    """(model in fp32, the project's tokenizer) of a saved checkpoint, generation ending at our EOS."""
+    from transformers import AutoModelForCausalLM
+
+    path = check_checkpoint(path)
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
 def build_model(model_cfg: dict[str, Any], tokenizer: Any, seed: int) -> torch.nn.Module:
     """A tiny ``Qwen2ForCausalLM`` from config, randomly initialised with ``seed``."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
