@@ -37,10 +37,11 @@ ALL_RUNS = ["base", *P.runs, *POST]
 SRC = {
     "world": ["psftlib/world.py", "psftlib/data.py", "psftlib/config.py"],
     "train": ["psftlib/train.py", "psftlib/objectives.py", "psftlib/logprobs.py", "psftlib/data.py",
-              "psftlib/config.py", "psftlib/world.py"],
+              "psftlib/config.py", "psftlib/world.py", "psftlib/eval.py", "psftlib/verify.py"],
     "plots": ["psftlib/plots.py"],
     "eval": ["psftlib/eval.py", "psftlib/verify.py", "psftlib/world.py", *sorted(glob("psftlib/tasks/*"))],
-    "post": ["psftlib/posttrain.py", "psftlib/rl.py", "psftlib/dpo.py", "psftlib/verify.py", "psftlib/world.py"],
+    "post": ["psftlib/posttrain.py", "psftlib/rl.py", "psftlib/dpo.py", "psftlib/verify.py", "psftlib/world.py",
+             "psftlib/eval.py"],
 }
 
 

@@ -203,9 +203,9 @@ def evaluate(
     cfg = cfg or EvalConfig()
     started = time.perf_counter()
     specs = [task_spec(t, Path(data_dir) if data_dir else None, (fixtures or {}).get(t), cfg) for t in tasks]
+    was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
     lm = _lm(model, tokenizer, cfg)
     tm = TaskManager(include_path=str(TASK_DIR), include_defaults=cfg.include_defaults)
-    was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
     rng = (random.getstate(), torch.get_rng_state())  # lm-eval reseeds the global RNGs; give them back after
     try:
         res = lm_eval.simple_evaluate(

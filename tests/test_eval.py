@@ -125,3 +125,14 @@ def test_paper_task_yaml_runs_against_a_local_fixture_of_the_same_schema(task, s
     # the hub dataset id is still what the YAML loads by default
     raw = yaml.load((TASK_DIR / f"{task}.yaml").read_text(), Loader=yaml.BaseLoader)
     assert "/" in raw["dataset_path"]
+
+
+def test_evaluate_gives_an_in_memory_model_back_in_the_mode_it_found_it(smoke_world):
+    from psftlib.world import load_checkpoint
+
+    model, tok = load_checkpoint(smoke_world / "world" / "base")
+    cfg = EvalConfig(repeats=1, limit=1, max_gen_toks=4, batch_size=1)
+    for training in (True, False):
+        model.train(training)
+        evaluate(model, ["world_arith"], cfg, tokenizer=tok, data_dir=smoke_world / "data")
+        assert model.training is training
