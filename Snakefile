@@ -15,6 +15,7 @@ from snakemake.exceptions import WorkflowError
 
 from psftlib.config import ConfigError, load_profile
 from psftlib.notebook import use_this_interpreter
+from psftlib.smallworld import SKILLS
 
 
 PROFILE = config.get("profile", "mini")
@@ -27,18 +28,23 @@ except ConfigError as err:
 # even when it is not activated (and params stay free of machine-specific paths).
 use_this_interpreter()
 NB = f"results/notebooks/{P.name}"
+DATA = f"results/data/{P.name}"
+EVAL_SPLITS = [*(f"eval_{skill}" for skill in SKILLS), "eval_format", *(f"eval_target_{n}" for n in P["world"]["levels"])]
 LOGS = f"results/logs/{P.name}"
 FIG = "figures" if P.name == "mini" else f"figures/{P.name}"
 RUN_NOTEBOOK = "python -m psftlib.notebook"
 EVAL = P.data.get("eval", {})
 TASK_SETS = list(EVAL.get("task_sets", {}))
+CURVES = (EVAL.get("during_training") or {}).get("task_set")
+FINAL_SETS = [t for t in TASK_SETS if t != CURVES]  # the in-training subset is never run as a final eval
 POST = [f"{cold}+{stage}" for stage in ("grpo", "dpo") for cold in P.data.get(stage, {}).get("cold_starts", [])]
 ALL_RUNS = ["base", *P.runs, *POST]
 SRC = {
-    "world": ["psftlib/world.py", "psftlib/data.py", "psftlib/config.py"],
+    "world": ["psftlib/world.py", "psftlib/smallworld.py", "psftlib/pretrain.py", "psftlib/data.py",
+              "psftlib/config.py"],
     "train": ["psftlib/train.py", "psftlib/objectives.py", "psftlib/logprobs.py", "psftlib/data.py",
               "psftlib/config.py", "psftlib/world.py", "psftlib/eval.py", "psftlib/verify.py"],
-    "plots": ["psftlib/plots.py"],
+    "plots": ["psftlib/plots.py", "psftlib/analysis.py"],
     "eval": ["psftlib/eval.py", "psftlib/verify.py", "psftlib/world.py", *sorted(glob("psftlib/tasks/*"))],
     "post": ["psftlib/posttrain.py", "psftlib/rl.py", "psftlib/dpo.py", "psftlib/verify.py", "psftlib/world.py",
              "psftlib/eval.py"],
@@ -47,18 +53,28 @@ SRC = {
 
 def slice_of(*keys):
     """The part of the profile a job depends on, as a stable string (params trigger re-runs)."""
-    return json.dumps({k: P.data[k] for k in keys}, sort_keys=True)
+    return json.dumps({k: P.data.get(k) for k in keys}, sort_keys=True)
 
 
 wildcard_constraints:
-    run="|".join(P.runs),
-    cold="|".join(P.runs),
+    run="|".join(map(re.escape, P.runs)),
+    cold="|".join(map(re.escape, P.runs)),
+
+
+TABLES = "results/tables" if P.name == "mini" else f"results/tables/{P.name}"
+CAL = P.data.get("calibration", {})
+FINDINGS = "results/findings.md" if P.name == "mini" else f"results/{P.name}/findings.md"
+CAL_RUNS = [*CAL.get("sft_grid", []), *CAL.get("psft_grid", []), *CAL.get("matched", [])]
 
 
 rule all:
     input:
         f"{FIG}/fig1_entropy.png",
-        expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=TASK_SETS),
+        *([f"{FIG}/fig3_performance.png"] if "fig3_performance" in P["figures"] else []),
+        *([f"{TABLES}/table1_main.md"] if "table1_main" in P["figures"] else []),
+        *([f"{TABLES}/world_calibration.md"] if CAL else []),
+        FINDINGS,
+        expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=FINAL_SETS),
 
 
 # ---- compute ---------------------------------------------------------------------------------------------
@@ -69,20 +85,22 @@ rule world:
         notebook="notebooks/world.py",
         src=SRC["world"],
     output:
-        train=f"results/data/{P.name}/train.jsonl",
-        eval=f"results/data/{P.name}/eval.jsonl",
-        card=f"results/data/{P.name}/card.md",
-        rl=f"results/data/{P.name}/rl.jsonl",
-        prefs=f"results/data/{P.name}/prefs.jsonl",
+        train=f"{DATA}/train.jsonl",
+        heldout=f"{DATA}/heldout.jsonl",
+        evals=[f"{DATA}/{split}.jsonl" for split in EVAL_SPLITS],
+        card=f"{DATA}/card.md",
+        rl=f"{DATA}/rl.jsonl",
+        prefs=f"{DATA}/prefs.jsonl",
+        pretrain=f"{DATA}/pretrain.jsonl",
         base=directory(f"results/world/{P.name}/base"),
         notebook=f"{NB}/world.ipynb",
     params:
-        slice=slice_of("seed", "world", "model"),
+        slice=slice_of("seed", "world", "model", "pretrain"),
         profile=P.name,
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/world.log",
-    threads: P["threads"]
+    threads: P["pretrain"].get("threads", P["threads"])
     conda:
         "environment.lock.yml"
     shell:
@@ -96,6 +114,8 @@ rule train:
         notebook="notebooks/train.py",
         src=SRC["train"],
         data=rules.world.output.train,
+        heldout=rules.world.output.heldout,
+        evals=rules.world.output.evals,
         base=rules.world.output.base,
     output:
         metrics=f"results/runs/{P.name}/{{run}}/metrics.jsonl",
@@ -166,31 +186,31 @@ rule dpo:
 
 
 rule eval:
-    """The full task sets, once, on a finished run's checkpoint (or the base model: run=base)."""
+    """The final task sets, in one process, on a finished run's checkpoint (or the base model: run=base)."""
     input:
         src=SRC["eval"],
-        data=rules.world.output.eval,
+        data=rules.world.output.evals,
         checkpoint=lambda wc: (
             rules.world.output.base if wc.run == "base" else f"results/runs/{P.name}/{wc.run}/checkpoint"
         ),
     output:
-        scores=f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
-        samples=f"results/eval/{P.name}/{{run}}/{{task_set}}.samples.jsonl",
+        scores=[f"results/eval/{P.name}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
+        samples=[f"results/eval/{P.name}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
     wildcard_constraints:
         run="|".join(map(re.escape, ALL_RUNS)),
-        task_set="|".join(TASK_SETS) or "none",
     params:
         slice=slice_of("eval"),
         profile=P.name,
-        stem=lambda wc, output: output.scores.removesuffix(".json"),
+        sets=" ".join(FINAL_SETS),
+        out_dir=lambda wc: f"results/eval/{P.name}/{wc.run}",
     log:
-        f"{LOGS}/eval_{{run}}_{{task_set}}.log",
+        f"{LOGS}/eval_{{run}}.log",
     threads: P["threads"]
     conda:
         "environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} python -m psftlib.eval --profile {params.profile} "
-        "--checkpoint {input.checkpoint} --task-set {wildcards.task_set} --out {params.stem} > {log} 2>&1"
+        "--checkpoint {input.checkpoint} --task-sets {params.sets} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 # ---- figures and tables (read results/, never train) -----------------------------------------------------
@@ -218,3 +238,98 @@ rule fig1_entropy:
     shell:
         "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
         "-p profile {params.profile} -p runs '{params.runs}' -p smooth {params.smooth} > {log} 2>&1"
+
+
+rule world_calibration:
+    """The small world's calibration table: base skills and target, SFT/PSFT learning-rate grid, matched controls."""
+    input:
+        notebook="notebooks/world_calibration.py",
+        src=["psftlib/analysis.py"],
+        evals=expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=["base", *CAL_RUNS],
+                     task_set=["in_domain", "out_of_domain"]),
+        metrics=expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl", run=CAL_RUNS),
+        curves=expand(f"results/runs/{P.name}/{{run}}/eval.jsonl", run=CAL_RUNS),
+    output:
+        md=f"{TABLES}/world_calibration.md",
+        csv=f"{TABLES}/world_calibration.csv",
+        epochs=f"{TABLES}/world_calibration_epochs.csv",
+        notebook=f"{NB}/world_calibration.ipynb",
+    params:
+        slice=slice_of("calibration"),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/world_calibration.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} -p profile {params.profile} > {log} 2>&1"
+
+
+rule table1_main:
+    """Table 1: in-domain and out-of-domain scores of every SFT-stage method, beside the paper's."""
+    input:
+        notebook="notebooks/table1_main.py",
+        src=["psftlib/analysis.py", "psftlib/paper.py", "results/paper/table1_sft_main.csv"],
+        evals=lambda wc: expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
+                                run=["base", *P["figures"]["table1_main"]["runs"]], task_set=FINAL_SETS),
+    output:
+        md=f"{TABLES}/table1_main.md",
+        csv=f"{TABLES}/table1_main.csv",
+        notebook=f"{NB}/table1_main.ipynb",
+    params:
+        runs=lambda wc: json.dumps(P["figures"]["table1_main"]["runs"]),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/table1_main.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p runs '{params.runs}' > {log} 2>&1"
+
+
+rule fig3_performance:
+    """Figure 3: in-domain and out-of-domain curves during fine-tuning."""
+    input:
+        notebook="notebooks/fig3_performance.py",
+        src=["psftlib/analysis.py", *SRC["plots"]],
+        curves=lambda wc: expand(f"results/runs/{P.name}/{{run}}/eval.jsonl",
+                                 run=P["figures"]["fig3_performance"]["runs"]),
+    output:
+        png=f"{FIG}/fig3_performance.png",
+        pdf=f"{FIG}/fig3_performance.pdf",
+        notebook=f"{NB}/fig3_performance.ipynb",
+    params:
+        runs=lambda wc: json.dumps(P["figures"]["fig3_performance"]["runs"]),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/fig3_performance.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p runs '{params.runs}' > {log} 2>&1"
+
+
+rule findings:
+    """Every finding of the paper as a test on this run's outputs, with a verdict (results/findings.md)."""
+    input:
+        notebook="notebooks/findings.py",
+        src=["psftlib/findings.py", "psftlib/analysis.py"],
+        evals=expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=FINAL_SETS),
+        metrics=expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl", run=P.runs),
+    output:
+        md=FINDINGS,
+        notebook=f"{NB}/findings.ipynb",
+    params:
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/findings.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} -p profile {params.profile} > {log} 2>&1"

@@ -12,30 +12,43 @@
 # ---
 
 # %% [markdown]
-# # The world: tokenizer, base model and demonstration data
+# # The small world: data, tokenizer and a pretrained base model
 #
-# Builds everything a profile's training runs start from, offline: a word-level tokenizer with a chat
-# template, a tiny `Qwen2ForCausalLM` (the *base model*), and train / eval demonstrations in JSONL.
-# The logic is `psftlib.world`; this notebook calls it and shows what came out.
+# Builds everything a profile's training runs start from, offline (`psftlib.smallworld` generates, `psftlib.world`
+# builds, `psftlib.pretrain` pretrains): five base skills and format instructions (the paper's out-of-domain
+# abilities and IFEval), a long chain-of-thought target domain the base has only seen in one-step form, RL prompts
+# and preference pairs; a word-level tokenizer; a tiny `Qwen2ForCausalLM` pretrained on the base corpus. How good
+# the base is, and how learnable the target, is measured by the eval harness and the calibration study
+# (`notebooks/world_calibration.py`), not here.
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
 
 # %%
+import pandas as pd
+
 from psftlib.config import ROOT, load_profile
 from psftlib.data import encode_all, read_jsonl
 from psftlib.train import run_paths, set_threads
 from psftlib.world import build_world, load_tokenizer
 
 prof = load_profile(profile)
-set_threads(prof["threads"])
+print(f"torch threads: {set_threads(prof['pretrain'].get('threads', prof['threads']))}")
 paths = run_paths(prof.name, "_")
 data_dir, world_dir = paths["train_data"].parent, paths["base"].parent
 build_world(prof.data, data_dir, world_dir)
 print((data_dir / "card.md").read_text())
 
 # %% [markdown]
-# One demonstration as the model sees it: prompt tokens carry no loss, response tokens and the final EOS do.
+# The base model's pretraining curve (response-token NLL).
+
+# %%
+curve = pd.read_json(world_dir / "pretrain_metrics.jsonl", lines=True)
+curve.plot(x="step", y="nll", logy=True, figsize=(6, 2.5), title="base model pretraining")
+curve.tail(3)
+
+# %% [markdown]
+# One demonstration as the model sees it: prompt tokens carry no loss, [response tokens] and the final EOS do.
 
 # %%
 tokenizer = load_tokenizer(paths["base"])

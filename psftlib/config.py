@@ -204,6 +204,10 @@ def validate_profile(data: Any, source: str) -> None:
         for run in (data.get(stage) or {}).get("cold_starts", []):
             if run not in data["runs"]:
                 raise ConfigError(f"{source}: {stage}.cold_starts: {run!r} is not defined under runs")
+    for key, runs in (data.get("calibration") or {}).items():
+        for run in runs if isinstance(runs, list) else []:
+            if run not in data["runs"]:
+                raise ConfigError(f"{source}: calibration.{key}: {run!r} is not defined under runs")
     for fig, spec in data.get("figures", {}).items():
         for run in spec.get("runs", []):
             if run not in data["runs"]:

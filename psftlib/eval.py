@@ -274,6 +274,35 @@ def _samples_and_scores(res: dict[str, Any]) -> tuple[list[dict], dict[str, dict
     return rows, scores
 
 
+@torch.no_grad()
+def teacher_forced_stats(
+    model: Any, examples: list[Any], pad_token_id: int, batch_size: int = 32
+) -> dict[str, float]:
+    """Mean NLL and entropy of the policy on the response tokens of ``examples`` (teacher forcing).
+
+    The train-minus-held-out NLL gap measures memorisation; entropy on held-out text is Figure 1's quantity on
+    text the model never trained on. The model's train/eval mode is restored.
+    """
+    from psftlib.data import collate
+    from psftlib.logprobs import token_logprobs
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    nll = ent = n = 0.0
+    for i in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[i : i + batch_size], pad_token_id).items()}
+        mask = batch["loss_mask"][:, 1:]  # [B, T-1]: positions predicting a response token
+        out = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], score_mask=mask, chunk_size=1024
+        )
+        nll -= float((out.logprobs * mask).sum())
+        ent += float((out.entropy * mask).sum())
+        n += float(mask.sum())
+    model.train(was_training)
+    return {"nll": nll / max(n, 1.0), "entropy": ent / max(n, 1.0)}
+
+
 def profile_eval_config(profile: Any, **changes: Any) -> tuple[EvalConfig, dict[str, list[str]]]:
     """The profile's ``eval:`` section as an EvalConfig (plus ``changes``) and its task sets."""
     ev = dict(profile.data.get("eval") or {})
@@ -294,11 +323,22 @@ def make_training_evaluator(profile: Any, tokenizer: Any):
     cfg, task_sets = profile_eval_config(profile, **changes)
     tasks = task_sets[during["task_set"]]
     data_dir = run_paths(profile.name, "_")["train_data"].parent
+    scored: dict[str, list[Any]] = {}
+    if during.get("teacher_forced") and (data_dir / "heldout.jsonl").exists():
+        from psftlib.data import encode_all
+
+        heldout = read_jsonl(data_dir / "heldout.jsonl")
+        train_rows = read_jsonl(data_dir / "train.jsonl")[: len(heldout)]  # the same number of trained demos
+        scored = {"heldout": encode_all(tokenizer, heldout)[0], "train": encode_all(tokenizer, train_rows)[0]}
 
     def evaluator(model: Any) -> dict[str, float]:
         summary = evaluate(model, tasks, cfg, tokenizer=tokenizer, data_dir=data_dir)
-        return {f"{t}/{m}": v for t, scores in summary["scores"].items() for m, v in scores.items()
-                if m in SCORE_KEYS}  # fmt: skip
+        out = {f"{t}/{m}": v for t, scores in summary["scores"].items() for m, v in scores.items()
+               if m in SCORE_KEYS}  # fmt: skip
+        for name, examples in scored.items():
+            stats = teacher_forced_stats(model, examples, tokenizer.pad_token_id)
+            out.update({f"{name}_nll": stats["nll"], f"{name}_entropy": stats["entropy"]})
+        return out
 
     return evaluator
 
@@ -306,11 +346,15 @@ def make_training_evaluator(profile: Any, tokenizer: Any):
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on a task set of a profile.")
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on task sets of a profile.")
     parser.add_argument("--profile", default="mini")
     parser.add_argument("--checkpoint", required=True, help="a Hugging Face checkpoint folder")
-    parser.add_argument("--task-set", required=True, help="a name under eval.task_sets in the profile")
-    parser.add_argument("--out", required=True, help="output stem: writes <out>.json and <out>.samples.jsonl")
+    parser.add_argument(
+        "--task-sets", nargs="+", required=True, help="names under eval.task_sets in the profile"
+    )
+    parser.add_argument(
+        "--out-dir", required=True, help="writes <out-dir>/<task set>.json and .samples.jsonl"
+    )
     args = parser.parse_args(argv)
     from psftlib.config import load_profile
     from psftlib.train import run_paths, set_threads
@@ -318,12 +362,16 @@ def main(argv: list[str] | None = None) -> None:
     prof = load_profile(args.profile)
     set_threads(prof["threads"])
     cfg, task_sets = profile_eval_config(prof)
-    if args.task_set not in task_sets:
-        raise EvalError(
-            f"{prof.path}: eval.task_sets.{args.task_set}: no such task set; have {sorted(task_sets)}"
-        )
-    evaluate(args.checkpoint, task_sets[args.task_set], cfg, data_dir=run_paths(prof.name, "_")["train_data"].parent,
-             out=args.out)  # fmt: skip
+    for name in args.task_sets:
+        if name not in task_sets:
+            raise EvalError(f"{prof.path}: eval.task_sets.{name}: no such task set; have {sorted(task_sets)}")
+    from psftlib.world import load_checkpoint
+
+    model, tokenizer = load_checkpoint(args.checkpoint)  # once for every task set: one process, one load
+    data_dir = run_paths(prof.name, "_")["train_data"].parent
+    for name in args.task_sets:
+        evaluate(model, task_sets[name], cfg, tokenizer=tokenizer, data_dir=data_dir, out=Path(args.out_dir) / name,
+                 checkpoint=args.checkpoint)  # fmt: skip
 
 
 if __name__ == "__main__":

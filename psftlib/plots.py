@@ -18,6 +18,10 @@ STYLE = {
     "sft": {"color": "#d62728", "label": "SFT"},
     "sft_kl": {"color": "#ff7f0e", "label": "SFT-KL"},
     "psft": {"color": "#1f77b4", "label": "PSFT"},
+    "psft_warmup12": {"color": "#2ca02c", "label": "PSFT + warm-up (12)"},
+    "psft_warmup24": {"color": "#17becf", "label": "PSFT + warm-up (24)"},
+    "sft_as_psft": {"color": "#d62728", "ls": "--", "label": "SFT at PSFT's steps and lr (ours)"},
+    "psft_as_sft": {"color": "#1f77b4", "ls": "--", "label": "PSFT at SFT's lr (ours)"},
 }
 
 
@@ -42,14 +46,17 @@ def plot_entropy(
     batch and PSFT several, so optimizer steps would not line up. Dotted vertical lines mark epoch
     boundaries, where SFT's sawtooth shows in the paper.
     """
+    from psftlib.analysis import per_train_batch
+
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     for run, df in metrics.items():
         style = STYLE.get(run, {"label": run})
-        y = df["entropy"].rolling(smooth, min_periods=1).mean() if smooth > 1 else df["entropy"]
-        ax.plot(df["train_batch"], y, lw=1.6, **style)
-    first = next(iter(metrics.values()))
-    for _, row in first[first["epoch"].apply(float.is_integer)].iterrows():
-        ax.axvline(row["train_batch"], color="0.8", ls=":", lw=0.8, zorder=0)
+        tb = per_train_batch(df, ["entropy"])  # one point per train batch: the same data for every objective
+        y = tb["entropy"].rolling(smooth, min_periods=1).mean() if smooth > 1 else tb["entropy"]
+        ax.plot(tb.index, y, lw=1.6, **style)
+    first = per_train_batch(next(iter(metrics.values())), ["entropy"])
+    for boundary in first.index[first["epoch"].diff() > 0] - 0.5:
+        ax.axvline(boundary, color="0.8", ls=":", lw=0.8, zorder=0)
     ax.set_xlabel("step (train batches: one old-policy refresh each)")
     ax.set_ylabel("entropy (nats, trained tokens)")
     ax.set_title(title or "Token entropy during fine-tuning")

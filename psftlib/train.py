@@ -663,11 +663,13 @@ def train_run(
     examples, report = encode_all(tokenizer, read_jsonl(paths["train_data"]), cfg.max_length, cfg.truncation)
     evaluator, every = None, 0
     during = (prof.data.get("eval") or {}).get("during_training")
-    if during and during.get("every", 0) > 0:
+    if during and during.get("every_train_batches", 0) > 0:
         from psftlib.eval import make_training_evaluator
 
         evaluator = make_training_evaluator(prof, tokenizer)
-        every = during["every"]
+        every = (
+            during["every_train_batches"] * cfg.steps_per_train_batch
+        )  # same data points for every objective
     return train(cfg, model, examples, out_dir or paths["out"], tokenizer.pad_token_id, tokenizer=tokenizer,
                  progress=progress, encode_report=report, evaluator=evaluator, eval_every=every)  # fmt: skip
 

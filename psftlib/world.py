@@ -1,22 +1,17 @@
-"""A tiny offline world for the walking skeleton: word-level tokenizer, tiny Qwen2, arithmetic demos.
+"""Building the small world offline: data splits, a word-level tokenizer, and a pretrained tiny base model.
 
-Nothing here touches the network. The world is deliberately small and replaceable (the full small world the
-paper's findings are studied on is a separate piece of work): multi-term addition problems whose
-demonstrations are step-by-step chains, some steps followed by a reflective aside ("wait , let me check"),
-the kind of token §5.1 of the paper finds clipped.
+Nothing here touches the network. The generators are ``psftlib.smallworld``; the pretraining loop is
+``psftlib.pretrain``. Outputs of :func:`build_world` (data in ``results/data/<profile>``, model in
+``results/world/<profile>``)::
 
-Outputs of :func:`build_world` (``out`` = ``results/world/<profile>``, data in ``results/data/<profile>``)::
-
-    data/train.jsonl, data/eval.jsonl, data/card.md     the demonstrations (committed for mini)
-    data/rl.jsonl                                        RL prompts with verifiable answers (GRPO)
-    data/prefs.jsonl                                     preference pairs: chosen correct, rejected wrong/unboxed
-    world/tokenizer/                                     PreTrainedTokenizerFast with a chat template
-    world/base/                                          the base model (Qwen2ForCausalLM) + tokenizer
+    data/<split>.jsonl, data/card.md       pretrain, train, heldout, eval_target_<n>, eval_<skill>, eval_format,
+                                           rl (GRPO prompts), prefs (DPO pairs); the data card
+    world/base/                            the base model (Qwen2ForCausalLM) + tokenizer (chat template)
+    world/pretrain_metrics.jsonl           its pretraining curve
 """
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,82 +29,20 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-SYSTEM_PROMPT = "please reason step by step , and put your final answer within \\boxed{ } ."
-REFLECTIONS = ["wait , let me check :", "let me verify :", "alternatively , recompute :"]
 
 
-def make_problem(rng: random.Random, world: dict[str, Any]) -> dict[str, Any]:
-    n_terms = rng.randint(world["min_terms"], world["max_terms"])
-    terms = [rng.randint(0, world["max_operand"]) for _ in range(n_terms)]
-    prompt = "compute " + " + ".join(map(str, terms))
-    steps, total = [], terms[0]
-    for t in terms[1:]:
-        new = total + t
-        steps.append(f"{total} + {t} = {new} .")
-        if rng.random() < world.get("reflect_prob", 0.0):
-            steps.append(f"{rng.choice(REFLECTIONS)} {total} + {t} = {new} .")
-        total = new
-    response = " ".join([*steps, f"so the answer is \\boxed{{ {total} }}"])
-    return {"system": SYSTEM_PROMPT, "prompt": prompt, "response": response, "answer": str(total)}
-
-
-def make_dataset(world: dict[str, Any], seed: int) -> dict[str, list[dict]]:
-    """Train, eval, RL-prompt and preference problems, pairwise disjoint by prompt, deterministic in ``seed``."""
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    rows: list[dict] = []
-    sizes = {"train": world["n_train"], "eval": world["n_eval"], "rl": world.get("n_rl", 0),
-             "prefs": world.get("n_pref", 0)}  # fmt: skip
-    want = sum(sizes.values())
-    attempts = 0
-    while len(rows) < want:
-        attempts += 1
-        if attempts > 100 * want:
-            raise ValueError(f"world: cannot draw {want} distinct problems; raise max_operand or max_terms")
-        row = make_problem(rng, world)
-        if row["prompt"] in seen:
-            continue
-        seen.add(row["prompt"])
-        row["id"] = f"arith-{len(rows):05d}"
-        rows.append(row)
-    out, start = {}, 0
-    for name, n in sizes.items():
-        out[name] = rows[start : start + n]
-        start += n
-    out["rl"] = [{k: r[k] for k in ("id", "system", "prompt", "answer")} for r in out["rl"]]
-    out["prefs"] = [preference_pair(r, rng) for r in out["prefs"]]
-    return out
-
-
-def preference_pair(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """chosen = the correct, well-formed demonstration; rejected = a wrong final answer or no boxed answer."""
-    total = int(row["answer"])
-    if rng.random() < 0.5:
-        wrong = total + rng.choice([1, 2, 3] if total < 3 else [-3, -2, -1, 1, 2, 3])
-        rejected = row["response"].replace(f"\\boxed{{ {total} }}", f"\\boxed{{ {wrong} }}")
-        kind = "wrong_answer"
-    else:
-        rejected = row["response"].replace(f"\\boxed{{ {total} }}", f"{total}")
-        kind = "no_box"
-    return {"id": row["id"], "system": row["system"], "prompt": row["prompt"], "chosen": row["response"],
-            "rejected": rejected, "answer": row["answer"], "rejected_kind": kind}  # fmt: skip
-
-
-def build_tokenizer(world: dict[str, Any], corpus: list[str]) -> Any:
+def build_tokenizer(corpus: list[str]) -> Any:
     """Word-level tokenizer (``tokenizers``) wrapped as ``PreTrainedTokenizerFast`` with a chat template.
 
-    Every number that can appear (up to ``max_terms * max_operand``) is in the vocabulary, so eval problems
-    never hit ``<|unk|>``.
+    ``corpus`` must hold every word the world can emit (``smallworld.vocabulary_corpus``), so no text ever maps
+    to ``<|unk|>``; reflective words, digits and operators are single tokens.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    numbers = [str(i) for i in range(world["max_terms"] * world["max_operand"] + 4)]  # + wrong answers
-    words = [*corpus, " ".join(numbers), "system user assistant so the answer is \\boxed{ }", " ".join(REFLECTIONS),
-             SYSTEM_PROMPT]  # fmt: skip
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1))
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1))
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token=UNK, pad_token=PAD, eos_token=IM_END, model_max_length=4096
     )
@@ -186,35 +119,73 @@ def save_pretrained_atomic(model: Any, tokenizer: Any, out: str | Path) -> None:
         raise
 
 
-def write_card(path: Path, world: dict[str, Any], train: list[dict], eval_: list[dict], vocab: int) -> None:
-    reflect = sum(r["response"].count(":") for r in train)
+def write_card(
+    path: Path, profile: dict[str, Any], sets: dict[str, list[dict]], vocab: int, n_params: int
+) -> None:
+    """The data card: what the world is, how many of each split, the seed (no wall-clock: results stay identical)."""
+    world, pre = profile["world"], profile["pretrain"]
+    count = {name: len(rows) for name, rows in sets.items()}
+    aside_words = ("wait", "alternatively", "hmm", "verify", "recheck")
+
+    def reflective_share(rows: list[dict]) -> float:
+        words = [w for r in rows for w in r["response"].split()]
+        return sum(w in aside_words for w in words) / max(1, len(words))
+
+    target_pre = [r for r in sets["pretrain"] if r["skill"] == "target"]
+    lines = [
+        "# Data card: the small world",
+        "",
+        f"Generated offline by `psftlib.smallworld.make_datasets` with seed {profile['seed']} (profile "
+        f"`{profile['profile']}`); same seed, byte-identical JSONL. Every split is disjoint from every other by "
+        "prompt, except that `eval_arith` asks a sample of the arithmetic facts the base model is taught (facts are "
+        "knowledge, like a knowledge benchmark; the other skills are algorithms, evaluated on unseen inputs).",
+        "",
+        "| split | records | what |",
+        "|---|---|---|",
+        f"| pretrain | {count['pretrain']} | base corpus: five skills, format instructions, one-step chains |",
+        f"| train | {count['train']} | target demonstrations, {world['levels']} terms, asides at {world['aside_prob']} |",
+        f"| heldout | {count['heldout']} | more demonstrations of the same kind, never trained on (held-out NLL) |",
+        *(f"| {k} | {v} | {'in-domain eval (graded by terms)' if 'target' in k else 'out-of-domain eval'} |"
+          for k, v in count.items() if k.startswith("eval_")),
+        f"| rl | {count['rl']} | target prompts with answers (GRPO) |",
+        f"| prefs | {count['prefs']} | preference pairs: format and target prompts; rejected = wrong or unformatted |",
+        "",
+        f"- numbers: arithmetic results in 0..{world['max_value']}, operands 1..{world['max_operand']}; "
+        "`compare` uses 0..99",
+        f"- reflective-word share of response words: pretraining one-step chains {reflective_share(target_pre):.3f}, "
+        f"train demonstrations {reflective_share(sets['train']):.3f}",
+        f"- vocabulary: {vocab} words (word-level; every number 0..99 and every reflective word is one token)",
+        f"- base model: Qwen2ForCausalLM, {n_params / 1e6:.2f}M parameters ({profile['model']}), pretrained "
+        f"{pre['epochs']} epochs on `pretrain` (batch {pre['batch_size']}, lr {pre['lr']}); its skills and target "
+        "score: `results/tables/world_calibration.md`",
+        "",
+    ]  # fmt: skip
     with atomic_write(path) as f:
-        f.write(
-            "# Data card: tiny_arith (walking-skeleton world)\n\n"
-            "Multi-term addition; each demonstration is a chain of partial sums, some followed by a reflective\n"
-            "aside (`wait , let me check :` ...), then `so the answer is \\boxed{ N }` and EOS. Generated offline by\n"
-            "`psftlib.world`, deterministic in the profile's seed. Train and eval prompts are disjoint.\n\n"
-            f"- train records: {len(train)}\n- eval records: {len(eval_)}\n- vocabulary: {vocab} words\n"
-            f"- RL prompts: {world.get('n_rl', 0)}; preference pairs: {world.get('n_pref', 0)} (rejected: a wrong boxed\n"
-            "  answer or no box at all, half each)\n"
-            f"- terms per problem: {world['min_terms']}..{world['max_terms']}, operands 0..{world['max_operand']}\n"
-            f"- reflective asides in train: {reflect}\n"
-        )
+        f.write("\n".join(lines))
 
 
-def build_world(profile: dict[str, Any], data_dir: str | Path, world_dir: str | Path) -> None:
-    """Write the data, the tokenizer and the base model of ``profile`` (see module docstring)."""
+def build_world(
+    profile: dict[str, Any], data_dir: str | Path, world_dir: str | Path, progress: bool = True
+) -> None:
+    """Write the data, the tokenizer and the pretrained base model of ``profile`` (see module docstring)."""
+    from psftlib.data import encode_all
+    from psftlib.pretrain import PretrainConfig, pretrain
+    from psftlib.smallworld import make_datasets, vocabulary_corpus
+
     data_dir, world_dir = Path(data_dir), Path(world_dir)
-    world = profile["world"]
-    sets = make_dataset(world, profile["seed"])
-    train, eval_ = sets["train"], sets["eval"]
-    corpus = [f"{r['prompt']} {r['response']}" for r in train + eval_]
-    corpus += [r["prompt"] for r in sets["rl"]] + [f"{r['prompt']} {r['chosen']}" for r in sets["prefs"]]
-    tokenizer = build_tokenizer(world, corpus)
+    sets = make_datasets(profile["world"], profile["seed"])
+    tokenizer = build_tokenizer(vocabulary_corpus())
     model = build_model(profile["model"], tokenizer, profile["seed"])
-    write_jsonl(data_dir / "train.jsonl", train)
-    write_jsonl(data_dir / "eval.jsonl", eval_)
-    write_jsonl(data_dir / "rl.jsonl", sets["rl"] or [])
-    write_jsonl(data_dir / "prefs.jsonl", sets["prefs"] or [])
-    write_card(data_dir / "card.md", world, train, eval_, len(tokenizer))
+    settings = {
+        k: v for k, v in profile["pretrain"].items() if k != "threads"
+    }  # threads: the job's, not the maths
+    cfg = PretrainConfig.from_dict({"seed": profile["seed"], **settings})
+    examples, _ = encode_all(tokenizer, sets["pretrain"])
+    history = pretrain(model, examples, tokenizer.pad_token_id, cfg, progress=progress)
+    for name, rows in sets.items():
+        write_jsonl(data_dir / f"{name}.jsonl", rows)
+    write_card(
+        data_dir / "card.md", profile, sets, len(tokenizer), sum(p.numel() for p in model.parameters())
+    )
+    write_jsonl(world_dir / "pretrain_metrics.jsonl", history)
     save_pretrained_atomic(model, tokenizer, world_dir / "base")

@@ -9,8 +9,8 @@ import yaml
 
 from psftlib.data import DataError
 from psftlib.eval import TASK_DIR, EvalConfig, EvalError, evaluate, task_spec
+from psftlib.smallworld import SYSTEM_PROMPT
 from psftlib.verify import extract_answer, is_correct
-from psftlib.world import SYSTEM_PROMPT
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -32,16 +32,16 @@ def test_extract_takes_the_last_box_and_matches_braces():
 
 
 def test_world_task_uses_the_training_system_prompt():
-    data = yaml.load((TASK_DIR / "world_arith.yaml").read_text(), Loader=yaml.BaseLoader)
+    data = yaml.load((TASK_DIR / "world_target_3.yaml").read_text(), Loader=yaml.BaseLoader)
     assert data["description"] == SYSTEM_PROMPT
 
 
 @pytest.fixture(scope="module")
 def evaluated(smoke_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "in_domain"
-    cfg = EvalConfig(repeats=3, limit=6, max_gen_toks=24, batch_size=4, seed=0)
+    cfg = EvalConfig(repeats=3, limit=3, max_gen_toks=24, batch_size=4, seed=0)
     summary = evaluate(
-        smoke_world / "world" / "base", ["world_arith"], cfg, data_dir=smoke_world / "data", out=out
+        smoke_world / "world" / "base", ["world_target_3"], cfg, data_dir=smoke_world / "data", out=out
     )
     return summary, out
 
@@ -51,12 +51,12 @@ def test_small_world_task_evaluates_offline_and_avg_at_k_is_the_mean_of_sample_c
     on_disk = json.loads(out.with_suffix(".json").read_text())
     assert on_disk["scores"] == summary["scores"]
     rows = [json.loads(line) for line in out.with_suffix(".samples.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and all(len(r["samples"]) == 3 for r in rows)
+    assert len(rows) == 3 and all(len(r["samples"]) == 3 for r in rows)
     per_problem = [sum(s["correct"] for s in r["samples"]) / 3 for r in rows]
     assert [r["avg_at_k"] for r in rows] == pytest.approx(per_problem)
-    scores = summary["scores"]["world_arith"]
-    assert scores["avg_at_k"] == pytest.approx(sum(per_problem) / 6)
-    assert scores["n"] == 6 and scores["k"] == 3 and "avg_at_k_stderr" in scores
+    scores = summary["scores"]["world_target_3"]
+    assert scores["avg_at_k"] == pytest.approx(sum(per_problem) / 3)
+    assert scores["n"] == 3 and scores["k"] == 3 and "avg_at_k_stderr" in scores
     assert rows[0]["prompt"].startswith("<|im_start|>system\n" + SYSTEM_PROMPT)
 
 
@@ -82,31 +82,33 @@ def test_task_scoring_avg_pass_and_majority():
 
 def test_same_checkpoint_and_seed_give_identical_results(evaluated, smoke_world, tmp_path):
     summary, out = evaluated
-    cfg = EvalConfig(repeats=3, limit=6, max_gen_toks=24, batch_size=4, seed=0)
-    again = evaluate(smoke_world / "world" / "base", ["world_arith"], cfg, data_dir=smoke_world / "data",
+    cfg = EvalConfig(repeats=3, limit=3, max_gen_toks=24, batch_size=4, seed=0)
+    again = evaluate(smoke_world / "world" / "base", ["world_target_3"], cfg, data_dir=smoke_world / "data",
                      out=tmp_path / "again")  # fmt: skip
     assert again["scores"] == summary["scores"]
     assert (tmp_path / "again.samples.jsonl").read_text() == out.with_suffix(".samples.jsonl").read_text()
 
 
 def test_malformed_task_data_is_refused_with_the_file_named(tmp_path):
-    (tmp_path / "eval.jsonl").write_text('{"prompt": "compute 1 + 1", "answer": "2"}\n{"prompt": "x"}\n')
-    with pytest.raises(DataError, match=r"eval.jsonl:2: field 'answer' is missing or empty"):
-        task_spec("world_arith", data_dir=tmp_path)
-    with pytest.raises(DataError, match="nowhere/eval.jsonl: no such file"):
-        task_spec("world_arith", data_dir=tmp_path / "nowhere")
+    (tmp_path / "eval_target_3.jsonl").write_text(
+        '{"prompt": "compute 1 + 1", "answer": "2"}\n{"prompt": "x"}\n'
+    )
+    with pytest.raises(DataError, match=r"eval_target_3.jsonl:2: field 'answer' is missing or empty"):
+        task_spec("world_target_3", data_dir=tmp_path)
+    with pytest.raises(DataError, match="nowhere/eval_target_3.jsonl: no such file"):
+        task_spec("world_target_3", data_dir=tmp_path / "nowhere")
 
 
 def test_vllm_backend_without_vllm_gives_a_clear_message(smoke_world):
     assert "vllm" not in sys.modules  # importing psftlib.eval imported no vLLM
     with pytest.raises(EvalError, match="needs the vllm package, which is not installed"):
-        evaluate(smoke_world / "world" / "base", ["world_arith"], EvalConfig(backend="vllm"),
+        evaluate(smoke_world / "world" / "base", ["world_target_3"], EvalConfig(backend="vllm"),
                  data_dir=smoke_world / "data")  # fmt: skip
 
 
 def test_bad_checkpoint_path_is_named(tmp_path, smoke_world):
     with pytest.raises(EvalError, match="not a Hugging Face checkpoint folder"):
-        evaluate(tmp_path / "nothing", ["world_arith"], data_dir=smoke_world / "data")
+        evaluate(tmp_path / "nothing", ["world_target_3"], data_dir=smoke_world / "data")
 
 
 PAPER_TASKS = sorted(p.stem for p in TASK_DIR.glob("paper_*.yaml"))
@@ -134,5 +136,5 @@ def test_evaluate_gives_an_in_memory_model_back_in_the_mode_it_found_it(smoke_wo
     cfg = EvalConfig(repeats=1, limit=1, max_gen_toks=4, batch_size=1)
     for training in (True, False):
         model.train(training)
-        evaluate(model, ["world_arith"], cfg, tokenizer=tok, data_dir=smoke_world / "data")
+        evaluate(model, ["world_target_3"], cfg, tokenizer=tok, data_dir=smoke_world / "data")
         assert model.training is training

@@ -112,4 +112,7 @@ def test_smoke_dag_runs_end_to_end():
         scores = json.loads((ROOT / "results" / "eval" / "smoke" / run / "in_domain.json").read_text())[
             "scores"
         ]
-        assert scores["world_arith"]["n"] == 8
+        n_eval = prof["world"]["n_eval_target"]
+        assert {t: s["n"] for t, s in scores.items()} == {
+            f"world_target_{n}": n_eval for n in prof["world"]["levels"]
+        }

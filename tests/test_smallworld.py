@@ -1,4 +1,4 @@
-"""The small world's generators and rule checkers (work in progress: not yet a profile's world)."""
+"""The small world's generators, rule checkers, tokenizer and splits."""
 
 import random
 
@@ -52,13 +52,13 @@ def test_target_chains_are_long_varied_and_correct():
     items = [make_target_item(rng, 5, 0.5) for _ in range(50)]
     for it in items:
         assert it["response"].endswith(f"\\boxed{{ {it['answer']} }}")
-        assert 0 <= int(it["answer"]) <= 60
+        assert 0 <= int(it["answer"]) <= 19  # default max_value
     assert len({it["response"].split(" . ")[0] for it in items}) > 1  # openings vary
     assert any(w in it["response"] for it in items for w in REFLECTIVE)
 
 
 def test_tokenizer_round_trips_and_has_single_tokens_for_reflective_words():
-    tok = build_tokenizer({"max_terms": 1, "max_operand": 100}, vocabulary_corpus())
+    tok = build_tokenizer(vocabulary_corpus())
     for word in REFLECTIVE:
         assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1
     for item in _items(4):
@@ -67,20 +67,53 @@ def test_tokenizer_round_trips_and_has_single_tokens_for_reflective_words():
         assert tok.decode(ids) == " ".join(item["response"].split())
 
 
-def test_datasets_are_disjoint_and_sized(tmp_path):
+WORLD = {"levels": [3, 4, 5], "max_value": 19, "max_operand": 9, "n_eval_skill": 5, "n_eval_target": 4,
+         "n_pretrain_per_skill": 10, "n_pretrain_format": 6, "n_pretrain_target": 4, "pretrain_aside_prob": 0.03,
+         "n_train": 12, "n_heldout": 5, "aside_prob": 0.3, "n_rl": 6, "n_pref": 8}  # fmt: skip
+
+
+def test_datasets_are_deterministic_disjoint_and_sized(tmp_path):
+    from psftlib.data import write_jsonl
     from psftlib.smallworld import make_datasets
 
-    world = {"n_eval_skill": 5, "n_eval_target": 4, "n_pretrain_per_skill": 10, "n_pretrain_format": 6,
-             "n_pretrain_target": 4, "n_train": 12, "n_rl": 6, "aside_prob": 0.3, "pretrain_aside_prob": 0.03}  # fmt: skip
-    sets = make_datasets(world, 0)
-    assert make_datasets(world, 0) == sets
-    prompts = [r["prompt"] for rows in sets.values() for r in rows]
-    assert len(prompts) == len(set(prompts))
-    assert (
-        len(sets["pretrain"]) == 5 * 10 + 6 + 4
-        and len(sets["train"]) == 12
-        and len(sets["eval_target_5"]) == 4
-    )
+    sets = make_datasets(WORLD, 0)
+    write_jsonl(tmp_path / "a.jsonl", sets["train"])
+    write_jsonl(tmp_path / "b.jsonl", make_datasets(WORLD, 0)["train"])
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()  # byte-identical JSONL
+    assert make_datasets(WORLD, 1)["train"] != sets["train"]
+    prompts = {name: {r["prompt"] for r in rows} for name, rows in sets.items()}
+    names = list(prompts)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = prompts[a] & prompts[b]
+            if {a, b} == {
+                "pretrain",
+                "eval_arith",
+            }:  # facts are knowledge: eval_arith asks facts the base was taught
+                assert all(p.startswith("what is") for p in shared)
+                continue
+            assert not shared, (a, b, sorted(shared)[:3])
+    assert len(sets["pretrain"]) == 5 * 10 + 6 + 4
+    assert len(sets["train"]) == 12 and len(sets["heldout"]) == 5 and len(sets["eval_target_5"]) == 4
+    assert len(sets["prefs"]) == 8 and len(sets["rl"]) == 6
+    assert all(r["n_terms"] in (3, 4, 5) for r in sets["train"])
+    assert {r["n_terms"] for r in sets["pretrain"] if r["skill"] == "target"} == {
+        2
+    }  # the base sees one step only
+
+
+def test_preference_pairs_are_right_against_wrong_or_unformatted():
+    from psftlib.smallworld import make_datasets
+
+    pairs = make_datasets({**WORLD, "n_pref": 40}, 3)["prefs"]
+    assert {p["skill"] for p in pairs} == {"format", "target"}
+    assert {p["rejected_kind"] for p in pairs} == {"wrong_answer", "ignored_instruction"}
+    for pair in pairs:
+        if pair["skill"] == "target":
+            assert is_correct(extract_answer(pair["chosen"]), pair["answer"])
+            assert not is_correct(extract_answer(pair["rejected"]), pair["answer"])
+        else:
+            assert check_skill(pair, pair["chosen"]) and not check_skill(pair, pair["rejected"])
 
 
 def test_skill_tasks_score_through_lm_eval_scoring_function():
@@ -99,11 +132,9 @@ def test_skill_tasks_score_through_lm_eval_scoring_function():
 def test_skill_tasks_run_through_the_harness(smoke_world, tmp_path):
     from psftlib.data import write_jsonl
     from psftlib.eval import TASK_DIR, EvalConfig, evaluate
-    from psftlib.smallworld import SKILL_SYSTEM, make_datasets
+    from psftlib.smallworld import make_datasets
 
-    world = {"n_eval_skill": 3, "n_eval_target": 1, "n_pretrain_per_skill": 1, "n_pretrain_format": 1,
-             "n_pretrain_target": 1, "n_train": 1, "aside_prob": 0.3, "pretrain_aside_prob": 0.0}  # fmt: skip
-    sets = make_datasets(world, 0)
+    sets = make_datasets({**WORLD, "n_eval_skill": 3}, 0)
     for name in ("eval_sort", "eval_format"):
         write_jsonl(tmp_path / f"{name}.jsonl", sets[name])
     summary = evaluate(smoke_world / "world" / "base", ["world_skill_sort", "world_skill_format"],
@@ -115,4 +146,6 @@ def test_skill_tasks_run_through_the_harness(smoke_world, tmp_path):
     import yaml
 
     for path in TASK_DIR.glob("world_skill_*.yaml"):
-        assert yaml.load(path.read_text(), Loader=yaml.BaseLoader)["description"] == SKILL_SYSTEM
+        assert "description" not in yaml.load(
+            path.read_text(), Loader=yaml.BaseLoader
+        )  # skills: no system prompt

@@ -1,0 +1,169 @@
+"""Reading finished runs into tables: final scores, per-epoch curves, the epoch-boundary sawtooth.
+
+Shared by the calibration study, the table notebooks and the findings; reads ``results/``, never trains.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from psftlib.config import ROOT
+
+
+def run_dir(profile: str, run: str, root: Path = ROOT) -> Path:
+    return root / "results" / "runs" / profile / run
+
+
+def read_jsonl_frame(path: str | Path) -> pd.DataFrame:
+    """A JSONL stream (metrics or evals) as a frame; a clear error when the run has not produced it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing (run its Snakemake rule first)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: empty")
+    return pd.DataFrame(rows)
+
+
+def final_scores(profile: str, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, float]:
+    """``{task: avg@k}`` of a run's final evaluation (``results/eval/<profile>/<run>/<task_set>.json``)."""
+    out: dict[str, float] = {}
+    for task_set in task_sets:
+        path = root / "results" / "eval" / profile / run / f"{task_set}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing (snakemake {path.relative_to(root)})")
+        scores = json.loads(path.read_text())["scores"]
+        out.update({task: s["avg_at_k"] for task, s in scores.items()})
+    return out
+
+
+def domain_means(scores: dict[str, float]) -> dict[str, float]:
+    """In-domain score = mean over the graded target sets; out-of-domain = mean over the skills and format."""
+    ind = [v for k, v in scores.items() if k.startswith("world_target_")]
+    ood = [v for k, v in scores.items() if k.startswith("world_skill_")]
+    return {"in_domain": float(np.mean(ind)) if ind else float("nan"),
+            "out_of_domain": float(np.mean(ood)) if ood else float("nan")}  # fmt: skip
+
+
+def per_train_batch(metrics: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Mean of ``columns`` over the optimizer steps of each train batch (SFT: one step, PSFT: several), so every
+    objective is compared on the same data. Index: train batch (1-based); column ``epoch`` (0-based)."""
+    tb = np.ceil(metrics["train_batch"] - 1e-9).astype(int)
+    out = metrics.assign(tb=tb).groupby("tb")[columns].mean()
+    ends = metrics.assign(tb=tb).groupby("tb")["epoch"].max()
+    out["epoch"] = np.ceil(ends - 1e-9).astype(int) - 1
+    return out
+
+
+def boundary_share(metrics: pd.DataFrame, column: str, window: int = 1) -> float:
+    """The share of the per-epoch drop of ``column`` that happens across epoch boundaries (the sawtooth).
+
+    Per train batch means ``m``; at each boundary between epochs e and e+1 the boundary drop is
+    ``mean(last window of e) - mean(first window of e+1)``, the epoch drop is ``mean(first window of e) -
+    mean(first window of e+1)``; the share is the sum of boundary drops over the sum of epoch drops. A smooth
+    decline gives about ``window / batches_per_epoch``; a pure staircase gives 1. NaN with fewer than 2 epochs or
+    no net drop.
+    """
+    m = per_train_batch(metrics, [column])
+    epochs = sorted(m["epoch"].unique())
+    boundary = drop = 0.0
+    for e, nxt in itertools.pairwise(epochs):
+        cur, new = m[m["epoch"] == e][column], m[m["epoch"] == nxt][column]
+        if len(cur) < 2 * window or len(new) < window:
+            continue
+        boundary += cur.iloc[-window:].mean() - new.iloc[:window].mean()
+        drop += cur.iloc[:window].mean() - new.iloc[:window].mean()
+    return float(boundary / drop) if drop > 0 else float("nan")
+
+
+def per_epoch(metrics: pd.DataFrame, evals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per epoch: mean training nll / entropy / clip fractions over the epoch, and the in-training eval
+    (teacher-forced train and held-out nll, held-out entropy, curve scores) taken at the epoch's end."""
+    cols = [
+        c for c in ("nll", "entropy", "clip_fraction_high", "clip_fraction_low", "grad_norm") if c in metrics
+    ]
+    out = per_train_batch(metrics, cols).groupby("epoch")[cols].mean()
+    out.index = out.index + 1
+    out.index.name = "epoch"
+    if evals is not None:
+        ends = evals[np.isclose(evals["epoch"], np.round(evals["epoch"])) & (evals["epoch"] > 0)]
+        ends = ends.assign(epoch=np.round(ends["epoch"]).astype(int)).set_index("epoch")
+        keep = [c for c in ends.columns if c not in ("step", "train_batch")]
+        out = out.join(ends[keep].add_prefix("eval_"), how="left")
+    return out
+
+
+def describe(x: Any) -> str:
+    """A number for a Markdown table: 3 decimals, '—' for missing."""
+    if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
+        return "—"
+    return f"{x:.3f}" if isinstance(x, (float, np.floating)) else str(x)
+
+
+def run_summary(profile: Any, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, Any]:
+    """One row describing a finished run: its settings, final scores, last-epoch NLLs/entropy, clipping, sawtooth."""
+    if run == "base":
+        scores = final_scores(profile.name, run, task_sets, root)
+        return {"run": "base", **domain_means(scores), **scores}
+    cfg = profile.run_config(run)
+    metrics = read_jsonl_frame(run_dir(profile.name, run, root) / "metrics.jsonl")
+    evals = read_jsonl_frame(run_dir(profile.name, run, root) / "eval.jsonl")
+    epochs = per_epoch(metrics, evals)
+    last = epochs.iloc[-1]
+    clip = metrics.get("clip_fraction_high", pd.Series([0.0])) + metrics.get(
+        "clip_fraction_low", pd.Series([0.0])
+    )
+    scores = final_scores(profile.name, run, task_sets, root)
+    return {
+        "run": run, "objective": cfg.objective, "lr": cfg.lr, "steps_per_train_batch": cfg.steps_per_train_batch,
+        **domain_means(scores), **scores,
+        "train_nll": last.get("eval_train_nll"), "heldout_nll": last.get("eval_heldout_nll"),
+        "nll_gap": last.get("eval_heldout_nll", np.nan) - last.get("eval_train_nll", np.nan),
+        "heldout_entropy": last.get("eval_heldout_entropy"), "entropy": last.get("entropy"),
+        "clip_fraction": float(clip.mean()),
+        "boundary_share_nll": boundary_share(metrics, "nll"), "boundary_share_entropy": boundary_share(metrics, "entropy"),
+    }  # fmt: skip
+
+
+def smallest_lr_reaching_best(rows: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """The calibration rule: of a learning-rate grid, the smallest lr whose final in-domain score is within
+    ``tolerance`` of the grid's best (small steps that still learn the target; never chosen by what PSFT does)."""
+    best = max(r["in_domain"] for r in rows)
+    ok = [r for r in rows if r["in_domain"] >= best - tolerance]
+    return min(ok, key=lambda r: r["lr"])
+
+
+def scores_table(profile: str, runs: list[str], task_sets: list[str], root: Path = ROOT) -> pd.DataFrame:
+    """Rows: runs (``base`` first if listed); columns: every task's avg@k, then ``in_domain`` / ``out_of_domain``."""
+    rows = {}
+    for run in runs:
+        scores = final_scores(profile, run, task_sets, root)
+        rows[run] = {**scores, **domain_means(scores)}
+    table = pd.DataFrame(rows).T
+    targets = sorted(c for c in table if c.startswith("world_target_"))
+    skills = [c for c in table if c.startswith("world_skill_")]
+    return table[[*targets, "in_domain", *skills, "out_of_domain"]]
+
+
+def curves(profile: str, run: str, root: Path = ROOT) -> pd.DataFrame:
+    """A run's in-training evals with ``in_domain`` (mean over target sets) and ``out_of_domain`` (mean over skills)
+    added; x axis ``train_batch``."""
+    ev = read_jsonl_frame(run_dir(profile, run, root) / "eval.jsonl")
+    ind = [c for c in ev if c.startswith("world_target_") and c.endswith("/avg_at_k")]
+    ood = [c for c in ev if c.startswith("world_skill_") and c.endswith("/avg_at_k")]
+    return ev.assign(in_domain=ev[ind].mean(axis=1) if ind else np.nan,
+                     out_of_domain=ev[ood].mean(axis=1) if ood else np.nan)  # fmt: skip
+
+
+def markdown_table(df: pd.DataFrame, index_name: str = "") -> str:
+    """A frame as a GitHub Markdown table, numbers with 3 decimals."""
+    head = "| " + " | ".join([index_name, *map(str, df.columns)]) + " |"
+    rule = "|" + "---|" * (len(df.columns) + 1)
+    body = ["| " + " | ".join([str(i), *(describe(v) for v in row)]) + " |" for i, row in df.iterrows()]
+    return "\n".join([head, rule, *body])
