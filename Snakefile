@@ -74,6 +74,7 @@ rule all:
         *([f"{TABLES}/table1_main.md"] if "table1_main" in P["figures"] else []),
         *([f"{TABLES}/world_calibration.md"] if CAL else []),
         FINDINGS,
+        *([f"{FIG}/fig10_clipped_tokens.png"] if "fig10_clipped_tokens" in P["figures"] else []),
         expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=FINAL_SETS),
 
 
@@ -333,3 +334,28 @@ rule findings:
         "environment.lock.yml"
     shell:
         "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} -p profile {params.profile} > {log} 2>&1"
+
+
+rule fig10_clipped_tokens:
+    """Figure 10: the tokens PSFT clips, early / middle / late in training (word clouds + reflective-word shares)."""
+    input:
+        notebook="notebooks/fig10_clipped_tokens.py",
+        src=["psftlib/analysis.py", *SRC["plots"]],
+        # the run writes tokens.parquet beside metrics.jsonl when its token_sample_rate > 0
+        metrics=lambda wc: f"results/runs/{P.name}/{P['figures']['fig10_clipped_tokens']['runs'][0]}/metrics.jsonl",
+    output:
+        png=f"{FIG}/fig10_clipped_tokens.png",
+        pdf=f"{FIG}/fig10_clipped_tokens.pdf",
+        csv=f"{TABLES}/fig10_clipped_tokens.csv",
+        notebook=f"{NB}/fig10_clipped_tokens.ipynb",
+    params:
+        run=lambda wc: P["figures"]["fig10_clipped_tokens"]["runs"][0],
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/fig10_clipped_tokens.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p run {params.run} > {log} 2>&1"

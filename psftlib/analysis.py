@@ -103,7 +103,9 @@ def describe(x: Any) -> str:
     """A number for a Markdown table: 3 decimals, '—' for missing."""
     if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
         return "—"
-    return f"{x:.3f}" if isinstance(x, (float, np.floating)) else str(x)
+    if isinstance(x, (float, np.floating)):
+        return f"{x:.3g}" if 0 < abs(x) < 0.01 else f"{x:.3f}"  # learning rates keep their digits
+    return str(x)
 
 
 def run_summary(profile: Any, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, Any]:
@@ -167,3 +169,27 @@ def markdown_table(df: pd.DataFrame, index_name: str = "") -> str:
     rule = "|" + "---|" * (len(df.columns) + 1)
     body = ["| " + " | ".join([str(i), *(describe(v) for v in row)]) + " |" for i, row in df.iterrows()]
     return "\n".join([head, rule, *body])
+
+
+def clipped_token_stats(tokens: pd.DataFrame, phases: int = 3) -> pd.DataFrame:
+    """Per training phase (early / middle / late thirds of the train batches) and token: how often it was trained
+    and how often clipped (ratio above 1 + clip_high). Figure 10's data."""
+    tb = tokens["train_batch"]
+    edges = np.linspace(tb.min(), tb.max() + 1e-9, phases + 1)
+    names = ["early", "middle", "late"] if phases == 3 else [f"phase{i + 1}" for i in range(phases)]
+    phase = pd.cut(tb, edges, labels=names, include_lowest=True)
+    out = tokens.assign(phase=phase).groupby(["phase", "token_text"], observed=True)["clipped"].agg(["size", "sum"])
+    return out.rename(columns={"size": "trained", "sum": "clipped"}).reset_index()
+
+
+def reflective_share(stats: pd.DataFrame, words: list[str]) -> pd.DataFrame:
+    """Per phase: the share of reflective words among clipped tokens vs among all trained tokens (§5.1)."""
+    rows = []
+    for phase, g in stats.groupby("phase", observed=True):
+        is_w = g["token_text"].isin(words)
+        rows.append({"phase": phase, "clipped_tokens": int(g["clipped"].sum()),
+                     "reflective_share_of_clipped": g.loc[is_w, "clipped"].sum() / max(1, g["clipped"].sum()),
+                     "reflective_share_of_trained": g.loc[is_w, "trained"].sum() / max(1, g["trained"].sum()),
+                     "clip_rate_reflective": g.loc[is_w, "clipped"].sum() / max(1, g.loc[is_w, "trained"].sum()),
+                     "clip_rate_other": g.loc[~is_w, "clipped"].sum() / max(1, g.loc[~is_w, "trained"].sum())})  # fmt: skip
+    return pd.DataFrame(rows).set_index("phase")

@@ -150,6 +150,22 @@ def _clipping_not_step_size(r: Runs) -> tuple[str, str]:
     return f"OOD PSFT {p} vs SFT at PSFT's steps and lr {c}; entropy {pe} vs {ce}", v
 
 
+def _clipped_reflective(r: Runs) -> tuple[str, str]:
+    import pandas as pd
+
+    from psftlib.analysis import clipped_token_stats, reflective_share
+    from psftlib.smallworld import REFLECTIVE
+
+    path = run_dir(r.profile, "psft", r.root) / "tokens.parquet"
+    if not path.exists():
+        return "psft ran without token telemetry (token_sample_rate 0)", NOT_RUN
+    share = reflective_share(clipped_token_stats(pd.read_parquet(path)), REFLECTIVE)
+    over = share["reflective_share_of_clipped"] / share["reflective_share_of_trained"]
+    numbers = "; ".join(f"{ph}: {row.reflective_share_of_clipped:.3f} of clipped vs {row.reflective_share_of_trained:.3f}"
+                        f" of trained ({int(row.clipped_tokens)} clips)" for ph, row in share.iterrows())  # fmt: skip
+    return numbers, HOLDS if (over > 2).sum() >= 2 else (FAILS if (over < 1).all() else NOISE)
+
+
 def _posttrain(stage: str, domain: str) -> Callable[[Runs], tuple[str, str]]:
     def fn(r: Runs) -> tuple[str, str]:
         p, s = r.score(f"psft+{stage}", domain), r.score(f"sft+{stage}", domain)
@@ -179,6 +195,9 @@ FINDINGS = [
     Finding("control", "(ours) the effect is clipping, not PSFT's smaller steps",
             "PSFT vs SFT run with PSFT's step structure and lr: OOD (then entropy) PSFT > control",
             ("psft", "sft_as_psft"), _clipping_not_step_size),
+    Finding("5.1", "the clipped tokens are mostly thinking-pattern words (wait, alternatively, ...)",
+            "share of reflective words among PSFT's clipped tokens > 2x their share among trained tokens, in at least "
+            "2 of the 3 phases (early / middle / late)", ("psft",), _clipped_reflective),
     Finding("4.2-3", "PSFT achieves better in-domain performance after RL", "final in-domain: PSFT+GRPO > SFT+GRPO",
             ("psft+grpo", "sft+grpo"), _posttrain("grpo", "in_domain")),
     Finding("4.2-4", "PSFT outperforms SFT out of domain after RL", "final out-of-domain: PSFT+GRPO > SFT+GRPO",

@@ -150,8 +150,8 @@ def write_card(
         f"| rl | {count['rl']} | target prompts with answers (GRPO) |",
         f"| prefs | {count['prefs']} | preference pairs: format and target prompts; rejected = wrong or unformatted |",
         "",
-        f"- numbers: arithmetic results in 0..{world['max_value']}, operands 1..{world['max_operand']}; "
-        "`compare` uses 0..99",
+        f"- numbers: sort, compare and arithmetic results in 0..{world['max_value']}, operands "
+        f"1..{world['max_operand']}; the vocabulary holds 0..99",
         f"- reflective-word share of response words: pretraining one-step chains {reflective_share(target_pre):.3f}, "
         f"train demonstrations {reflective_share(sets['train']):.3f}",
         f"- vocabulary: {vocab} words (word-level; every number 0..99 and every reflective word is one token)",

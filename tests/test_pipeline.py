@@ -108,6 +108,24 @@ def test_smoke_dag_runs_end_to_end():
     post = [f"{c}+{stage}" for stage in ("grpo", "dpo") for c in prof[stage]["cold_starts"]]
     for run in post:
         assert (ROOT / "results" / "runs" / "smoke" / run / "checkpoint" / "config.json").exists()
+    listing = subprocess.run([*SNAKEMAKE, "--list-target-rules", "--nolock", "--config", "profile=smoke"], cwd=ROOT,
+                             capture_output=True, text=True, env=_env())  # fmt: skip
+    for rule in ("world_calibration", "table1_main", "fig3_performance", "fig10_clipped_tokens", "findings"):
+        assert rule in listing.stdout
+    declared = subprocess.run([*SNAKEMAKE, "--summary", "--nolock", "--config", "profile=smoke"], cwd=ROOT, capture_output=True,
+                              text=True, env=_env()).stdout.splitlines()[1:]  # fmt: skip
+    outputs = [line.split("\t")[0] for line in declared if line.strip()]
+    assert len(outputs) > 40
+    for path in outputs:  # every declared output exists and is non-empty
+        p = ROOT / path
+        assert p.exists(), path
+        assert p.is_dir() or p.stat().st_size > 0, path
+    from psftlib.findings import FINDINGS
+
+    findings = (ROOT / "results" / "smoke" / "findings.md").read_text()
+    for f in FINDINGS:
+        row = next(line for line in findings.splitlines() if line.startswith(f"| {f.id} |"))
+        assert any(f"**{v}**" in row for v in ("holds", "does not hold", "within noise", "not run")), row
     for run in ["base", *prof.runs, *post]:
         scores = json.loads((ROOT / "results" / "eval" / "smoke" / run / "in_domain.json").read_text())[
             "scores"

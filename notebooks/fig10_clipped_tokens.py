@@ -1,0 +1,64 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figure 10: which tokens does PSFT clip?
+#
+# §5.1 of the paper: the clipped tokens are mostly "thinking-pattern" words (wait, alternatively, ...), early,
+# middle and late in training. From the PSFT run's token telemetry (`tokens.parquet`: a seeded sample of the
+# trained tokens with their ratio r and whether r left the trust region from above), one word cloud per third of
+# training, word size by the number of clips; and the share of the small world's reflective words among clipped
+# tokens against their share among all trained tokens.
+
+# %% tags=["parameters"]
+profile: str = "mini"  # config/<profile>.yaml
+run: str = "psft"  # a run with token_sample_rate > 0
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from wordcloud import WordCloud
+
+from psftlib.analysis import clipped_token_stats, reflective_share, run_dir
+from psftlib.config import ROOT
+from psftlib.data import atomic_write
+from psftlib.plots import figures_dir, save_figure
+from psftlib.smallworld import REFLECTIVE
+
+tokens = pd.read_parquet(run_dir(profile, run) / "tokens.parquet")
+stats = clipped_token_stats(tokens)
+share = reflective_share(stats, REFLECTIVE)
+share
+
+# %%
+phases = list(share.index)
+fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 3.2))
+for ax, phase in zip(axes, phases, strict=True):
+    counts = stats[(stats["phase"] == phase) & (stats["clipped"] > 0)].set_index("token_text")["clipped"]
+    ax.axis("off")
+    ax.set_title(f"{phase}: {int(counts.sum())} clipped tokens (sampled)")
+    if len(counts):
+        cloud = WordCloud(width=400, height=300, background_color="white", random_state=0, colormap="viridis")
+        ax.imshow(cloud.generate_from_frequencies(counts.to_dict()), interpolation="bilinear")
+fig.tight_layout()
+written = save_figure(fig, figures_dir(profile) / "fig10_clipped_tokens")
+out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "fig10_clipped_tokens.csv"
+out.parent.mkdir(parents=True, exist_ok=True)
+with atomic_write(out) as f:
+    share.to_csv(f, float_format="%.6g")
+print("\n".join(map(str, [*written, out])))
+
+# %%
+from IPython.display import Image
+
+Image(filename=str(written[0]))
