@@ -178,7 +178,11 @@ def clipped_token_stats(tokens: pd.DataFrame, phases: int = 3) -> pd.DataFrame:
     edges = np.linspace(tb.min(), tb.max() + 1e-9, phases + 1)
     names = ["early", "middle", "late"] if phases == 3 else [f"phase{i + 1}" for i in range(phases)]
     phase = pd.cut(tb, edges, labels=names, include_lowest=True)
-    out = tokens.assign(phase=phase).groupby(["phase", "token_text"], observed=True)["clipped"].agg(["size", "sum"])
+    out = (
+        tokens.assign(phase=phase)
+        .groupby(["phase", "token_text"], observed=True)["clipped"]
+        .agg(["size", "sum"])
+    )
     return out.rename(columns={"size": "trained", "sum": "clipped"}).reset_index()
 
 
