@@ -74,6 +74,8 @@ rule all:
         *([f"{TABLES}/table1_main.md"] if "table1_main" in P["figures"] else []),
         *([f"{TABLES}/world_calibration.md"] if CAL else []),
         FINDINGS,
+        *([f"{TABLES}/table2_grpo.md"] if P.data.get("grpo") else []),
+        *([f"{TABLES}/table3_dpo.md"] if P.data.get("dpo") else []),
         *([f"{FIG}/fig10_clipped_tokens.png"] if "fig10_clipped_tokens" in P["figures"] else []),
         expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=FINAL_SETS),
 
@@ -359,3 +361,57 @@ rule fig10_clipped_tokens:
     shell:
         "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
         "-p profile {params.profile} -p run {params.run} > {log} 2>&1"
+
+
+rule table2_grpo:
+    """Figure 5 and Table 2: GRPO from each cold start (entropy, in-domain curve, final scores)."""
+    input:
+        notebook="notebooks/table2_grpo.py",
+        src=["psftlib/analysis.py", "psftlib/paper.py", *SRC["plots"], "results/paper/table2_grpo.csv"],
+        metrics=expand(f"results/runs/{P.name}/{{cold}}+grpo/metrics.jsonl", cold=P.data.get("grpo", {}).get("cold_starts", [])),
+        evals=expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=FINAL_SETS),
+    output:
+        fig5_grpo=f"{FIG}/fig5_grpo.png",
+        fig5_grpo_pdf=f"{FIG}/fig5_grpo.pdf",
+        md=f"{TABLES}/table2_grpo.md",
+        csv=f"{TABLES}/table2_grpo.csv",
+        notebook=f"{NB}/table2_grpo.ipynb",
+    params:
+        cold=json.dumps(P.data.get("grpo", {}).get("cold_starts", [])),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/table2_grpo.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p cold_starts '{params.cold}' > {log} 2>&1"
+
+
+rule table3_dpo:
+    """Figures 6-7 and Table 3: DPO from each cold start (entropy, rewards, alignment, alignment tax)."""
+    input:
+        notebook="notebooks/table3_dpo.py",
+        src=["psftlib/analysis.py", "psftlib/paper.py", *SRC["plots"], "results/paper/table3_dpo_alignment.csv"],
+        metrics=expand(f"results/runs/{P.name}/{{cold}}+dpo/metrics.jsonl", cold=P.data.get("dpo", {}).get("cold_starts", [])),
+        evals=expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=FINAL_SETS),
+    output:
+        fig6_dpo=f"{FIG}/fig6_dpo.png",
+        fig6_dpo_pdf=f"{FIG}/fig6_dpo.pdf",
+        fig7_alignment_tax=f"{FIG}/fig7_alignment_tax.png",
+        fig7_alignment_tax_pdf=f"{FIG}/fig7_alignment_tax.pdf",
+        md=f"{TABLES}/table3_dpo.md",
+        csv=f"{TABLES}/table3_dpo.csv",
+        notebook=f"{NB}/table3_dpo.ipynb",
+    params:
+        cold=json.dumps(P.data.get("dpo", {}).get("cold_starts", [])),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/table3_dpo.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p cold_starts '{params.cold}' > {log} 2>&1"

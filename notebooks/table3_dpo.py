@@ -1,0 +1,97 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figures 6-7 and Table 3: DPO from SFT, PSFT and prolonged PSFT
+#
+# §4.3: DPO after PSFT keeps entropy (Figure 6a), uses both chosen and rejected samples (Figure 6b), aligns at
+# least as well (Table 3) and pays a smaller alignment tax on out-of-domain tasks (Figure 7). Ours: DPO through
+# TRL (`psftlib.dpo`) on the small world's preference pairs; the alignment score is rule-based (format following,
+# our AlpacaEval analog: does the response follow the instruction); the alignment tax is the out-of-domain mean
+# of the other skills. Only reads `results/`.
+
+# %% tags=["parameters"]
+profile: str = "mini"  # config/<profile>.yaml
+cold_starts: list = ["sft", "psft", "psft_prolong"]  # dpo.cold_starts of the profile
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from psftlib.analysis import markdown_table, read_jsonl_frame, run_dir, scores_table
+from psftlib.config import ROOT
+from psftlib.data import atomic_write
+from psftlib.paper import load_paper_table
+from psftlib.plots import STYLE, figures_dir, save_figure
+
+runs = [f"{c}+dpo" for c in cold_starts]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+for cold, run in zip(cold_starts, runs, strict=True):
+    base_style = STYLE.get(cold, {"label": cold})
+    m = read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl")
+    axes[0].plot(
+        m["train_batch"], m["entropy"], lw=1.4, **{**base_style, "label": f"{base_style['label']} → DPO"}
+    )
+    axes[1].plot(
+        m["train_batch"],
+        m["reward_chosen"],
+        lw=1.4,
+        **{**base_style, "label": f"{base_style['label']} chosen"},
+    )
+    axes[1].plot(m["train_batch"], m["reward_rejected"], lw=1.4, alpha=0.6,
+                 **{**base_style, "ls": ":", "label": f"{base_style['label']} rejected"})  # fmt: skip
+axes[0].set(xlabel="step", ylabel="entropy (nats)", title="(a) entropy during DPO")
+axes[1].set(xlabel="step", ylabel="implicit reward", title="(b) chosen / rejected rewards")
+for ax in axes:
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=7)
+fig.tight_layout()
+written = save_figure(fig, figures_dir(profile) / "fig6_dpo")
+
+# %%
+table = scores_table(profile, ["base", *cold_starts, *runs], ["in_domain", "out_of_domain"])
+skills = [c for c in table if c.startswith("world_skill_") and c != "world_skill_format"]
+ours = table.assign(alignment=table["world_skill_format"], ood_without_format=table[skills].mean(axis=1))[
+    ["alignment", "ood_without_format", "in_domain"]
+]
+fig, ax = plt.subplots(figsize=(7, 3.4))
+x = np.arange(len(ours))
+ax.bar(x, ours["ood_without_format"], color=["0.6", *[STYLE.get(r.split("+")[0], {}).get("color", "0.3")
+                                                        for r in ours.index[1:]]])  # fmt: skip
+ax.set_xticks(x, ours.index, rotation=30, ha="right")
+ax.set(
+    ylabel="out-of-domain mean (skills)",
+    title="Figure 7: alignment tax (out-of-domain skills after each stage)",
+)
+ax.grid(alpha=0.3, axis="y")
+fig.tight_layout()
+written += save_figure(fig, figures_dir(profile) / "fig7_alignment_tax")
+
+# %%
+paper = load_paper_table("table3_dpo_alignment")
+lines = ["# Table 3: alignment after DPO", "",
+         f"## This run (profile `{profile}`; alignment = rule-based format following; DPO lr is a placeholder)", "",
+         markdown_table(ours, "run"), ""]  # fmt: skip
+for model in paper["model"].unique():
+    t = paper[paper["model"] == model].pivot_table(
+        index="method_id", columns="benchmark_id", values="value", sort=False
+    )
+    lines += [f"## Paper ({model}, Table 3; `results/paper/table3_dpo_alignment.csv`)", "", markdown_table(t, "method"),
+              ""]  # fmt: skip
+out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "table3_dpo"
+out.parent.mkdir(parents=True, exist_ok=True)
+with atomic_write(out.with_suffix(".md")) as f:
+    f.write("\n".join(lines))
+with atomic_write(out.with_suffix(".csv")) as f:
+    ours.to_csv(f, index_label="run", float_format="%.6g")
+print("\n".join(lines[:10]))
