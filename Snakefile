@@ -74,6 +74,8 @@ rule all:
         *([f"{TABLES}/table1_main.md"] if "table1_main" in P["figures"] else []),
         *([f"{TABLES}/world_calibration.md"] if CAL else []),
         FINDINGS,
+        *([f"{FIG}/fig11_clip_ablation.png"] if "fig11_clip_ablation" in P["figures"] else []),
+        *([f"{TABLES}/table6_update_frequency.md"] if "table6_update_frequency" in P["figures"] else []),
         *([f"{TABLES}/table2_grpo.md"] if P.data.get("grpo") else []),
         *([f"{TABLES}/table3_dpo.md"] if P.data.get("dpo") else []),
         *([f"{FIG}/fig10_clipped_tokens.png"] if "fig10_clipped_tokens" in P["figures"] else []),
@@ -415,3 +417,57 @@ rule table3_dpo:
     shell:
         "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
         "-p profile {params.profile} -p cold_starts '{params.cold}' > {log} 2>&1"
+
+
+rule fig11_clip_ablation:
+    """Figure 11: PSFT without clipping and with other eps_high (entropy, grad norm, in-domain)."""
+    input:
+        notebook="notebooks/fig11_clip_ablation.py",
+        src=["psftlib/analysis.py", *SRC["plots"]],
+        metrics=lambda wc: expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl", run=P["figures"]["fig11_clip_ablation"]["runs"]),
+        evals=lambda wc: expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
+                                run=P["figures"]["fig11_clip_ablation"]["runs"], task_set=FINAL_SETS),
+    output:
+        png=f"{FIG}/fig11_clip_ablation.png",
+        pdf=f"{FIG}/fig11_clip_ablation.pdf",
+        csv=f"{TABLES}/fig11_clip_ablation.csv",
+        notebook=f"{NB}/fig11_clip_ablation.ipynb",
+    params:
+        runs=lambda wc: json.dumps(P["figures"]["fig11_clip_ablation"]["runs"]),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/fig11_clip_ablation.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p runs '{params.runs}' > {log} 2>&1"
+
+
+rule table6_update_frequency:
+    """Table 6 and Figure 12: old-policy refresh every 4 / 8 / 16 mini batches or never."""
+    input:
+        notebook="notebooks/table6_update_frequency.py",
+        src=["psftlib/analysis.py", "psftlib/paper.py", *SRC["plots"], "results/paper/table6_update_frequency.csv"],
+        metrics=lambda wc: expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl",
+                                  run=P["figures"]["table6_update_frequency"]["runs"]),
+        evals=lambda wc: expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
+                                run=P["figures"]["table6_update_frequency"]["runs"], task_set=FINAL_SETS),
+    output:
+        png=f"{FIG}/fig12_update_frequency.png",
+        pdf=f"{FIG}/fig12_update_frequency.pdf",
+        md=f"{TABLES}/table6_update_frequency.md",
+        csv=f"{TABLES}/table6_update_frequency.csv",
+        notebook=f"{NB}/table6_update_frequency.ipynb",
+    params:
+        runs=lambda wc: json.dumps(P["figures"]["table6_update_frequency"]["runs"]),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/table6_update_frequency.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p runs '{params.runs}' > {log} 2>&1"

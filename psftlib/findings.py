@@ -166,6 +166,19 @@ def _clipped_reflective(r: Runs) -> tuple[str, str]:
     return numbers, HOLDS if (over > 2).sum() >= 2 else (FAILS if (over < 1).all() else NOISE)
 
 
+def _noclip_grad_norm(r: Runs) -> tuple[str, str]:
+    n, p = r.last_epoch("psft_noclip", "grad_norm"), r.last_epoch("psft", "grad_norm")
+    return f"grad norm, last epoch: no clip {n}, eps_high 0.28 {p}", verdict(n - p)
+
+
+def _in_domain_gt(a: str, b: str) -> Callable[[Runs], tuple[str, str]]:
+    def fn(r: Runs) -> tuple[str, str]:
+        x, y = r.score(a, "in_domain"), r.score(b, "in_domain")
+        return f"in-domain {a} {x}, {b} {y}", verdict(x - y)
+
+    return fn
+
+
 def _posttrain(stage: str, domain: str) -> Callable[[Runs], tuple[str, str]]:
     def fn(r: Runs) -> tuple[str, str]:
         p, s = r.score(f"psft+{stage}", domain), r.score(f"sft+{stage}", domain)
@@ -198,6 +211,14 @@ FINDINGS = [
     Finding("5.1", "the clipped tokens are mostly thinking-pattern words (wait, alternatively, ...)",
             "share of reflective words among PSFT's clipped tokens > 2x their share among trained tokens, in at least "
             "2 of the 3 phases (early / middle / late)", ("psft",), _clipped_reflective),
+    Finding("5.2", "PSFT without clipping suffers from large, unstable gradient norms",
+            "mean gradient norm over the last epoch: no clip > eps_high 0.28", ("psft_noclip", "psft"), _noclip_grad_norm),
+    Finding("5.3a", "updating the old policy is essential: a fixed reference (no updates) performs poorly",
+            "final in-domain: refresh every train batch > never", ("psft", "psft_refresh_never"),
+            _in_domain_gt("psft", "psft_refresh_never")),
+    Finding("5.3b", "frequent updates (every 4 steps) deliver substantial in-domain gains",
+            "final in-domain: refresh every 4 mini batches > every 8 (each train batch)", ("psft_refresh4", "psft"),
+            _in_domain_gt("psft_refresh4", "psft")),
     Finding("4.2-3", "PSFT achieves better in-domain performance after RL", "final in-domain: PSFT+GRPO > SFT+GRPO",
             ("psft+grpo", "sft+grpo"), _posttrain("grpo", "in_domain")),
     Finding("4.2-4", "PSFT outperforms SFT out of domain after RL", "final out-of-domain: PSFT+GRPO > SFT+GRPO",

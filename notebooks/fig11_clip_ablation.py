@@ -1,0 +1,54 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figure 11: the clip value (§5.2)
+#
+# PSFT without clipping and with other ε_high: entropy, gradient norm and in-domain score during training. The
+# paper: without the clip, entropy collapses and gradient norms spike; ε_high trades stability for speed. Only
+# reads the runs' `metrics.jsonl` / `eval.jsonl`; final scores beside them in `results/tables/fig11_clip_ablation.csv`.
+
+# %% tags=["parameters"]
+profile: str = "mini"  # config/<profile>.yaml
+runs: list = ["psft", "psft_noclip"]  # PSFT runs differing only in clip_high
+
+# %%
+import matplotlib.pyplot as plt
+
+from psftlib.analysis import curves, per_train_batch, read_jsonl_frame, run_dir, scores_table
+from psftlib.config import ROOT, load_profile
+from psftlib.data import atomic_write
+from psftlib.plots import figures_dir, save_figure
+
+prof = load_profile(profile)
+labels = {r: f"ε_high = {prof.run_config(r).clip_high:g}".replace("inf", "∞ (no clip)") for r in runs}
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+for run in runs:
+    m = per_train_batch(read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl"), ["entropy", "grad_norm"])
+    axes[0].plot(m.index, m["entropy"], lw=1.3, label=labels[run])
+    axes[1].plot(m.index, m["grad_norm"], lw=1.3, label=labels[run])
+    c = curves(profile, run)
+    axes[2].plot(c["train_batch"], c["in_domain"], marker="o", ms=3, lw=1.3, label=labels[run])
+for ax, title in zip(axes, ["(a) entropy", "(b) gradient norm", "(c) in-domain (subset)"], strict=True):
+    ax.set(xlabel="step (train batches)", title=title)
+    ax.grid(alpha=0.3)
+axes[0].legend(frameon=False, fontsize=8)
+fig.tight_layout()
+written = save_figure(fig, figures_dir(profile) / "fig11_clip_ablation")
+table = scores_table(profile, runs, ["in_domain", "out_of_domain"])[["in_domain", "out_of_domain"]]
+table.insert(0, "clip_high", [prof.run_config(r).clip_high for r in runs])
+out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "fig11_clip_ablation.csv"
+out.parent.mkdir(parents=True, exist_ok=True)
+with atomic_write(out) as f:
+    table.to_csv(f, index_label="run", float_format="%.6g")
+table

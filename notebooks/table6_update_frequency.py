@@ -1,0 +1,72 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Table 6 and Figure 12: how often the old policy is refreshed (§5.3)
+#
+# PSFT with the old policy refreshed every 4, 8 (= every train batch, the default) or 16 mini batches, or never
+# (the initial model: a trust region around the base). Entropy during training (Figure 12) and final scores
+# (Table 6), beside the paper's Table 6. Only reads `results/`.
+
+# %% tags=["parameters"]
+profile: str = "mini"  # config/<profile>.yaml
+runs: list = ["psft", "psft_refresh_never"]  # PSFT runs differing only in old_policy_refresh
+
+# %%
+import matplotlib.pyplot as plt
+
+from psftlib.analysis import markdown_table, per_train_batch, read_jsonl_frame, run_dir, scores_table
+from psftlib.config import ROOT, load_profile
+from psftlib.data import atomic_write
+from psftlib.paper import load_paper_table
+from psftlib.plots import figures_dir, save_figure
+
+prof = load_profile(profile)
+
+
+def refresh_label(run: str) -> str:
+    cfg = prof.run_config(run)
+    every = cfg.old_policy_refresh
+    return f"every {cfg.steps_per_train_batch} mini batches" if every == "train_batch" else (
+        "never" if every == "never" else f"every {every} mini batches")  # fmt: skip
+
+
+fig, ax = plt.subplots(figsize=(6, 3.4))
+for run in runs:
+    m = per_train_batch(read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl"), ["entropy"])
+    ax.plot(m.index, m["entropy"], lw=1.3, label=refresh_label(run))
+ax.set(xlabel="step (train batches)", ylabel="entropy (nats)", title="Figure 12: old-policy update frequency")
+ax.grid(alpha=0.3)
+ax.legend(frameon=False, fontsize=8)
+fig.tight_layout()
+written = save_figure(fig, figures_dir(profile) / "fig12_update_frequency")
+
+# %%
+ours = scores_table(profile, runs, ["in_domain", "out_of_domain"])
+ours.insert(0, "old_policy_refresh", [refresh_label(r) for r in runs])
+paper = load_paper_table("table6_update_frequency")
+lines = ["# Table 6: old-policy update frequency", "", f"## This run (profile `{profile}`)", "",
+         markdown_table(ours, "run"), ""]  # fmt: skip
+for model in paper["model"].unique():
+    t = paper[paper["model"] == model].pivot_table(
+        index="method_id", columns="benchmark_id", values="value", sort=False
+    )
+    lines += [f"## Paper ({model}, Table 6; `results/paper/table6_update_frequency.csv`)", "",
+              markdown_table(t, "method"), ""]  # fmt: skip
+out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "table6_update_frequency"
+out.parent.mkdir(parents=True, exist_ok=True)
+with atomic_write(out.with_suffix(".md")) as f:
+    f.write("\n".join(lines))
+with atomic_write(out.with_suffix(".csv")) as f:
+    ours.to_csv(f, index_label="run", float_format="%.6g")
+print("\n".join(lines[:10]))
