@@ -27,9 +27,8 @@ profile: str = "mini"  # config/<profile>.yaml
 runs: list = ["sft", "sft_kl", "psft_warmup12", "psft_warmup24", "psft", "sft_as_psft", "psft_as_sft"]
 
 # %%
-from psftlib.analysis import markdown_table, scores_table
-from psftlib.config import ROOT, load_profile
-from psftlib.data import atomic_write
+from psftlib.analysis import markdown_table, paper_sections, scores_table, write_table
+from psftlib.config import load_profile
 from psftlib.paper import load_paper_table
 
 prof = load_profile(profile)
@@ -38,16 +37,11 @@ ours
 
 # %%
 paper = load_paper_table("table1_sft_main")
-paper_tables = {}
-for model in paper["model"].unique():
-    rows = paper[paper["model"] == model]
-    paper_tables[model] = rows.pivot_table(
-        index="method_id", columns="benchmark_id", values="value", sort=False
-    )
-paper_tables[next(iter(paper_tables))]
+paper[paper["model"] == paper["model"].iloc[0]].pivot_table(
+    index="method_id", columns="benchmark_id", values="value", sort=False
+)
 
 # %%
-out = ROOT / "results" / "tables" / ("" if prof.name == "mini" else prof.name) / "table1_main"
 lines = [
     "# Table 1: in-domain and out-of-domain scores after fine-tuning",
     "",
@@ -59,13 +53,7 @@ lines = [
     "",
     markdown_table(ours, "run"),
     "",
-    *(line for model, t in paper_tables.items() for line in
-      (f"## Paper ({model}, Table 1; transcribed in `results/paper/table1_sft_main.csv`)", "",
-       markdown_table(t, "method"), "")),
-]  # fmt: skip
-out.parent.mkdir(parents=True, exist_ok=True)
-with atomic_write(out.with_suffix(".md")) as f:
-    f.write("\n".join(lines))
-with atomic_write(out.with_suffix(".csv")) as f:
-    ours.to_csv(f, index_label="run", float_format="%.6g")
+    *paper_sections("table1_sft_main", "Table 1"),
+]
+write_table(prof.name, "table1_main", lines, ours)
 print("\n".join(lines[:12]))

@@ -26,10 +26,15 @@ cold_starts: list = ["sft", "psft"]  # grpo.cold_starts of the profile
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import curves, markdown_table, read_jsonl_frame, run_dir, scores_table
-from psftlib.config import ROOT
-from psftlib.data import atomic_write
-from psftlib.paper import load_paper_table
+from psftlib.analysis import (
+    curves,
+    markdown_table,
+    paper_sections,
+    read_jsonl_frame,
+    run_dir,
+    scores_table,
+    write_table,
+)
 from psftlib.plots import STYLE, figures_dir, save_figure
 
 runs = [f"{c}+grpo" for c in cold_starts]
@@ -52,24 +57,8 @@ written = save_figure(fig, figures_dir(profile) / "fig5_grpo")
 
 # %%
 ours = scores_table(profile, [*cold_starts, *runs], ["in_domain", "out_of_domain"])
-paper = load_paper_table("table2_grpo")
 lines = ["# Table 2: GRPO from the SFT and PSFT cold starts", "",
          f"## This run (profile `{profile}`; GRPO lr and sizes are placeholders until the world is calibrated)", "",
-         markdown_table(ours, "run"), ""]  # fmt: skip
-for model in paper["model"].unique():
-    t = paper[paper["model"] == model].pivot_table(
-        index="method_id", columns="benchmark_id", values="value", sort=False
-    )
-    lines += [
-        f"## Paper ({model}, Table 2; `results/paper/table2_grpo.csv`)",
-        "",
-        markdown_table(t, "method"),
-        "",
-    ]
-out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "table2_grpo"
-out.parent.mkdir(parents=True, exist_ok=True)
-with atomic_write(out.with_suffix(".md")) as f:
-    f.write("\n".join(lines))
-with atomic_write(out.with_suffix(".csv")) as f:
-    ours.to_csv(f, index_label="run", float_format="%.6g")
+         markdown_table(ours, "run"), "", *paper_sections("table2_grpo", "Table 2")]  # fmt: skip
+write_table(profile, "table2_grpo", lines, ours)
 print("\n".join(lines[:8]))

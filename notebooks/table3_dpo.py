@@ -28,10 +28,14 @@ cold_starts: list = ["sft", "psft", "psft_prolong"]  # dpo.cold_starts of the pr
 import matplotlib.pyplot as plt
 import numpy as np
 
-from psftlib.analysis import markdown_table, read_jsonl_frame, run_dir, scores_table
-from psftlib.config import ROOT
-from psftlib.data import atomic_write
-from psftlib.paper import load_paper_table
+from psftlib.analysis import (
+    markdown_table,
+    paper_sections,
+    read_jsonl_frame,
+    run_dir,
+    scores_table,
+    write_table,
+)
 from psftlib.plots import STYLE, figures_dir, save_figure
 
 runs = [f"{c}+dpo" for c in cold_starts]
@@ -78,20 +82,8 @@ fig.tight_layout()
 written += save_figure(fig, figures_dir(profile) / "fig7_alignment_tax")
 
 # %%
-paper = load_paper_table("table3_dpo_alignment")
 lines = ["# Table 3: alignment after DPO", "",
          f"## This run (profile `{profile}`; alignment = rule-based format following; DPO lr is a placeholder)", "",
-         markdown_table(ours, "run"), ""]  # fmt: skip
-for model in paper["model"].unique():
-    t = paper[paper["model"] == model].pivot_table(
-        index="method_id", columns="benchmark_id", values="value", sort=False
-    )
-    lines += [f"## Paper ({model}, Table 3; `results/paper/table3_dpo_alignment.csv`)", "", markdown_table(t, "method"),
-              ""]  # fmt: skip
-out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "table3_dpo"
-out.parent.mkdir(parents=True, exist_ok=True)
-with atomic_write(out.with_suffix(".md")) as f:
-    f.write("\n".join(lines))
-with atomic_write(out.with_suffix(".csv")) as f:
-    ours.to_csv(f, index_label="run", float_format="%.6g")
+         markdown_table(ours, "run"), "", *paper_sections("table3_dpo_alignment", "Table 3")]  # fmt: skip
+write_table(profile, "table3_dpo", lines, ours)
 print("\n".join(lines[:10]))

@@ -25,10 +25,16 @@ runs: list = ["psft", "psft_refresh_never"]  # PSFT runs differing only in old_p
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import markdown_table, per_train_batch, read_jsonl_frame, run_dir, scores_table
-from psftlib.config import ROOT, load_profile
-from psftlib.data import atomic_write
-from psftlib.paper import load_paper_table
+from psftlib.analysis import (
+    markdown_table,
+    paper_sections,
+    per_train_batch,
+    read_jsonl_frame,
+    run_dir,
+    scores_table,
+    write_table,
+)
+from psftlib.config import load_profile
 from psftlib.plots import figures_dir, save_figure
 
 prof = load_profile(profile)
@@ -54,19 +60,7 @@ written = save_figure(fig, figures_dir(profile) / "fig12_update_frequency")
 # %%
 ours = scores_table(profile, runs, ["in_domain", "out_of_domain"])
 ours.insert(0, "old_policy_refresh", [refresh_label(r) for r in runs])
-paper = load_paper_table("table6_update_frequency")
 lines = ["# Table 6: old-policy update frequency", "", f"## This run (profile `{profile}`)", "",
-         markdown_table(ours, "run"), ""]  # fmt: skip
-for model in paper["model"].unique():
-    t = paper[paper["model"] == model].pivot_table(
-        index="method_id", columns="benchmark_id", values="value", sort=False
-    )
-    lines += [f"## Paper ({model}, Table 6; `results/paper/table6_update_frequency.csv`)", "",
-              markdown_table(t, "method"), ""]  # fmt: skip
-out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "table6_update_frequency"
-out.parent.mkdir(parents=True, exist_ok=True)
-with atomic_write(out.with_suffix(".md")) as f:
-    f.write("\n".join(lines))
-with atomic_write(out.with_suffix(".csv")) as f:
-    ours.to_csv(f, index_label="run", float_format="%.6g")
+         markdown_table(ours, "run"), "", *paper_sections("table6_update_frequency", "Table 6")]  # fmt: skip
+write_table(profile, "table6_update_frequency", lines, ours)
 print("\n".join(lines[:10]))

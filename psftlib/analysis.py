@@ -197,3 +197,35 @@ def reflective_share(stats: pd.DataFrame, words: list[str]) -> pd.DataFrame:
                      "clip_rate_reflective": g.loc[is_w, "clipped"].sum() / max(1, g.loc[is_w, "trained"].sum()),
                      "clip_rate_other": g.loc[~is_w, "clipped"].sum() / max(1, g.loc[~is_w, "trained"].sum())})  # fmt: skip
     return pd.DataFrame(rows).set_index("phase")
+
+
+def paper_sections(table_name: str, label: str) -> list[str]:
+    """Markdown sections of a transcribed paper table (``results/paper/<table_name>.csv``), one per model:
+    method rows x benchmark columns, to print beside ours."""
+    from psftlib.paper import load_paper_table
+
+    paper = load_paper_table(table_name)
+    lines: list[str] = []
+    for model in paper["model"].unique():
+        rows = paper[paper["model"] == model]
+        t = rows.pivot_table(index="method_id", columns="benchmark_id", values="value", sort=False)
+        lines += [
+            f"## Paper ({model}, {label}; `results/paper/{table_name}.csv`)",
+            "",
+            markdown_table(t, "method"),
+            "",
+        ]
+    return lines
+
+
+def write_table(profile: str, name: str, lines: list[str], table: pd.DataFrame, root: Path = ROOT) -> Path:
+    """``results/tables[/<profile>]/<name>.md`` (``lines``) and ``.csv`` (``table``), each written atomically."""
+    from psftlib.data import atomic_write
+
+    out = root / "results" / "tables" / ("" if profile == "mini" else profile) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out.with_suffix(".md")) as f:
+        f.write("\n".join(lines))
+    with atomic_write(out.with_suffix(".csv")) as f:
+        table.to_csv(f, index_label="run", float_format="%.6g")
+    return out
