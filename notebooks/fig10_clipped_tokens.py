@@ -29,9 +29,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from wordcloud import WordCloud
 
-from psftlib.analysis import clipped_token_stats, reflective_share, run_dir
-from psftlib.config import ROOT
-from psftlib.data import atomic_write
+from psftlib.analysis import clipped_token_stats, reflective_share, run_dir, tables_dir, write_csv
 from psftlib.plots import figures_dir, save_figure
 from psftlib.smallworld import REFLECTIVE
 
@@ -52,10 +50,7 @@ for ax, phase in zip(axes, phases, strict=True):
         ax.imshow(cloud.generate_from_frequencies(counts.to_dict()), interpolation="bilinear")
 fig.tight_layout()
 written = save_figure(fig, figures_dir(profile) / "fig10_clipped_tokens")
-out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "fig10_clipped_tokens.csv"
-out.parent.mkdir(parents=True, exist_ok=True)
-with atomic_write(out) as f:
-    share.to_csv(f, float_format="%.6g")
+out = write_csv(share, tables_dir(profile) / "fig10_clipped_tokens.csv")
 print("\n".join(map(str, [*written, out])))
 
 # %%

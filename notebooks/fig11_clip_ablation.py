@@ -25,9 +25,16 @@ runs: list = ["psft", "psft_noclip"]  # PSFT runs differing only in clip_high
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import curves, per_train_batch, read_jsonl_frame, run_dir, scores_table
-from psftlib.config import ROOT, load_profile
-from psftlib.data import atomic_write
+from psftlib.analysis import (
+    curves,
+    per_train_batch,
+    read_jsonl_frame,
+    run_dir,
+    scores_table,
+    tables_dir,
+    write_csv,
+)
+from psftlib.config import load_profile
 from psftlib.plots import figures_dir, save_figure
 
 prof = load_profile(profile)
@@ -47,8 +54,5 @@ fig.tight_layout()
 written = save_figure(fig, figures_dir(profile) / "fig11_clip_ablation")
 table = scores_table(profile, runs, ["in_domain", "out_of_domain"])[["in_domain", "out_of_domain"]]
 table.insert(0, "clip_high", [prof.run_config(r).clip_high for r in runs])
-out = ROOT / "results" / "tables" / ("" if profile == "mini" else profile) / "fig11_clip_ablation.csv"
-out.parent.mkdir(parents=True, exist_ok=True)
-with atomic_write(out) as f:
-    table.to_csv(f, index_label="run", float_format="%.6g")
+write_csv(table, tables_dir(profile) / "fig11_clip_ablation.csv", index_label="run")
 table

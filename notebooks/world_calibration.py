@@ -32,13 +32,8 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
-out_stem: str = (
-    ""  # empty: results/tables/world_calibration (mini) or results/tables/<profile>/world_calibration
-)
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
 from psftlib.analysis import (
@@ -48,17 +43,15 @@ from psftlib.analysis import (
     run_dir,
     run_summary,
     smallest_lr_reaching_best,
+    tables_dir,
+    write_csv,
+    write_table,
 )
-from psftlib.config import ROOT, load_profile
-from psftlib.data import atomic_write
+from psftlib.config import load_profile
 
 prof = load_profile(profile)
 cal = prof["calibration"]
 task_sets = ["in_domain", "out_of_domain"]
-stem = (
-    Path(out_stem) if out_stem else ROOT / "results" / "tables" / ("" if prof.name == "mini" else prof.name)
-)
-stem = stem / "world_calibration" if not out_stem else stem
 base = run_summary(prof, "base", task_sets)
 rows = [run_summary(prof, r, task_sets) for r in [*cal["sft_grid"], *cal["psft_grid"], *cal["matched"]]]
 table = pd.DataFrame([base, *rows]).set_index("run")
@@ -133,11 +126,6 @@ lines = [
     *(f"| {run} | " + " | ".join(describe(table.loc[run].get(c)) for c in cols) + " |" for run in table.index),
     "",
 ]  # fmt: skip
-stem.parent.mkdir(parents=True, exist_ok=True)
-with atomic_write(stem.with_suffix(".md")) as f:
-    f.write("\n".join(lines))
-with atomic_write(stem.with_suffix(".csv")) as f:
-    table[cols].to_csv(f, float_format="%.6g")
-with atomic_write(stem.with_name(stem.name + "_epochs.csv")) as f:
-    epochs.to_csv(f, index=False, float_format="%.6g")
+write_table(prof.name, "world_calibration", lines, table[cols])
+write_csv(epochs, tables_dir(prof.name) / "world_calibration_epochs.csv", index=False)
 print("\n".join(lines))

@@ -218,14 +218,28 @@ def paper_sections(table_name: str, label: str) -> list[str]:
     return lines
 
 
+def tables_dir(profile: str, root: Path = ROOT) -> Path:
+    """``results/tables/`` for the default profile (mini), ``results/tables/<profile>/`` for any other (created)."""
+    out = root / "results" / "tables" / ("" if profile == "mini" else profile)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_csv(frame: pd.DataFrame, path: Path, **to_csv: Any) -> Path:
+    """``frame`` as CSV (6 significant digits), written atomically."""
+    from psftlib.data import atomic_write
+
+    with atomic_write(path) as f:
+        frame.to_csv(f, float_format="%.6g", **to_csv)
+    return path
+
+
 def write_table(profile: str, name: str, lines: list[str], table: pd.DataFrame, root: Path = ROOT) -> Path:
     """``results/tables[/<profile>]/<name>.md`` (``lines``) and ``.csv`` (``table``), each written atomically."""
     from psftlib.data import atomic_write
 
-    out = root / "results" / "tables" / ("" if profile == "mini" else profile) / name
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = tables_dir(profile, root) / name
     with atomic_write(out.with_suffix(".md")) as f:
         f.write("\n".join(lines))
-    with atomic_write(out.with_suffix(".csv")) as f:
-        table.to_csv(f, index_label="run", float_format="%.6g")
+    write_csv(table, out.with_suffix(".csv"), index_label="run")
     return out
