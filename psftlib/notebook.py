@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,35 @@ def use_this_interpreter() -> None:
     folder = os.path.dirname(sys.executable)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != folder:
         os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
+
+
+def _ipc_kernel_manager() -> type:
+    """A kernel manager talking to its kernel over private Unix sockets instead of TCP ports.
+
+    With TCP, jupyter_client picks "free" ports by binding and releasing them; two notebooks starting side by side
+    (``snakemake --cores 2``) can pick the same port and one kernel dies at start-up. Sockets in a fresh private
+    folder cannot collide (and are not reachable from the network).
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = os.path.join(tempfile.mkdtemp(prefix="psft-kernel-"), "k")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
+
+    return IPCKernelManager
+
+
+# Kernel start-up on a loaded 2-core machine (another job training beside it) can take far longer than papermill's
+# 60 s default; a start-up failure (not a failing cell) is retried once.
+START_TIMEOUT_S = 600
+START_ATTEMPTS = 2
 
 
 def run_notebook(
@@ -44,14 +75,31 @@ def run_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp.ipynb")
     failed = output.with_name(f"{output.stem}.failed.ipynb")
-    try:
-        papermill.execute_notebook(
-            nb, str(tmp), parameters=parameters or {}, kernel_name="python3", cwd=str(cwd), progress_bar=False
-        )
-    except BaseException:
-        if tmp.exists():
-            os.replace(tmp, failed)
-        raise
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            papermill.execute_notebook(
+                nb,
+                str(tmp),
+                parameters=parameters or {},
+                kernel_name="python3",
+                cwd=str(cwd),
+                progress_bar=False,
+                start_timeout=START_TIMEOUT_S,
+                kernel_manager_class=_ipc_kernel_manager(),
+            )
+            break
+        except papermill.PapermillExecutionError:  # a cell failed: deterministic, no retry
+            if tmp.exists():
+                os.replace(tmp, failed)
+            raise
+        except Exception as err:  # the kernel did not start or died: retry once
+            if tmp.exists():
+                os.replace(tmp, failed)
+            if attempt == START_ATTEMPTS:
+                raise
+            print(
+                f"notebook {source}: kernel failed ({type(err).__name__}: {err}); retrying", file=sys.stderr
+            )
     os.replace(tmp, output)
     if failed.exists():
         failed.unlink()

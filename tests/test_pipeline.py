@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -86,6 +87,15 @@ def test_snakemake_lint_is_clean():
     assert "good condition" in res.stdout + res.stderr
 
 
+def _failed_logs(snakemake_output: str) -> str:
+    """The tail of the log of every job Snakemake reports as failed, so CI shows why, not only that."""
+    tails = []
+    for log in sorted(set(re.findall(r"log: (results/logs/\S+\.log)", snakemake_output))):
+        if f"log: {log} (check log" in snakemake_output and (ROOT / log).exists():
+            tails.append(f"\n===== {log} (last 4000 characters) =====\n{(ROOT / log).read_text()[-4000:]}")
+    return "".join(tails)
+
+
 @pytest.mark.slow
 def test_smoke_dag_runs_end_to_end():
     res = subprocess.run(
@@ -95,7 +105,7 @@ def test_smoke_dag_runs_end_to_end():
         text=True,
         env=_env(),
     )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:] + _failed_logs(res.stderr)
     fig = ROOT / "figures" / "smoke" / "fig1_entropy.png"
     assert fig.exists() and fig.stat().st_size > 10_000
     for run in load_profile("smoke").runs:
