@@ -13,9 +13,8 @@ from glob import glob
 
 from snakemake.exceptions import WorkflowError
 
-from psftlib.config import ConfigError, load_profile
+from psftlib.config import ConfigError, load_profile, replicates
 from psftlib.notebook import use_this_interpreter
-from psftlib.smallworld import SKILLS
 
 
 PROFILE = config.get("profile", "mini")
@@ -29,8 +28,8 @@ except ConfigError as err:
 use_this_interpreter()
 NB = f"results/notebooks/{P.name}"
 DATA = f"results/data/{P.name}"
-EVAL_SPLITS = [*(f"eval_{skill}" for skill in SKILLS), "eval_format", *(f"eval_target_{n}" for n in P["world"]["levels"])]
 LOGS = f"results/logs/{P.name}"
+BENCH = f"results/benchmarks/{P.name}"  # wall time and memory per job (the report shows them)
 FIG = "figures" if P.name == "mini" else f"figures/{P.name}"
 RUN_NOTEBOOK = "python -m psftlib.notebook"
 EVAL = P.data.get("eval", {})
@@ -51,6 +50,11 @@ SRC = {
 }
 
 
+def with_replicates(runs):
+    """The runs and their seed replicates (seed_replicates in the profile)."""
+    return [r for run in runs for r in replicates(P, run)]
+
+
 def slice_of(*keys):
     """The part of the profile a job depends on, as a stable string (params trigger re-runs)."""
     return json.dumps({k: P.data.get(k) for k in keys}, sort_keys=True)
@@ -67,155 +71,42 @@ FINDINGS = "results/findings.md" if P.name == "mini" else f"results/{P.name}/fin
 CAL_RUNS = [*CAL.get("sft_grid", []), *CAL.get("psft_grid", []), *CAL.get("matched", [])]
 
 
+REPORTED = [
+    f"{FIG}/fig1_entropy.png",
+    *([f"{FIG}/fig3_performance.png"] if "fig3_performance" in P["figures"] else []),
+    *([f"{TABLES}/table1_main.md"] if "table1_main" in P["figures"] else []),
+    *([f"{TABLES}/world_calibration.md"] if CAL else []),
+    FINDINGS,
+    *([f"{FIG}/fig11_clip_ablation.png"] if "fig11_clip_ablation" in P["figures"] else []),
+    *([f"{TABLES}/table6_update_frequency.md"] if "table6_update_frequency" in P["figures"] else []),
+    *([f"{TABLES}/table2_grpo.md"] if P.data.get("grpo") else []),
+    *([f"{TABLES}/table3_dpo.md"] if P.data.get("dpo") else []),
+    *([f"{FIG}/fig10_clipped_tokens.png"] if "fig10_clipped_tokens" in P["figures"] else []),
+    *(f"{TABLES}/{t}.md" for t in ("table7_entropy_tokens", "table9_baselines", "table10_learning_rates")
+      if t in P["figures"]),
+]
+REPORT = "results/report.html" if P.name == "mini" else f"results/{P.name}/report.html"
+
+
 rule all:
     input:
-        f"{FIG}/fig1_entropy.png",
-        *([f"{FIG}/fig3_performance.png"] if "fig3_performance" in P["figures"] else []),
-        *([f"{TABLES}/table1_main.md"] if "table1_main" in P["figures"] else []),
-        *([f"{TABLES}/world_calibration.md"] if CAL else []),
-        FINDINGS,
-        *([f"{FIG}/fig11_clip_ablation.png"] if "fig11_clip_ablation" in P["figures"] else []),
-        *([f"{TABLES}/table6_update_frequency.md"] if "table6_update_frequency" in P["figures"] else []),
-        *([f"{TABLES}/table2_grpo.md"] if P.data.get("grpo") else []),
-        *([f"{TABLES}/table3_dpo.md"] if P.data.get("dpo") else []),
-        *([f"{FIG}/fig10_clipped_tokens.png"] if "fig10_clipped_tokens" in P["figures"] else []),
+        REPORTED,
+        REPORT,
         expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=FINAL_SETS),
 
 
 # ---- compute ---------------------------------------------------------------------------------------------
 
-rule world:
-    """Tokenizer, base model and demonstration data of the profile (offline)."""
-    input:
-        notebook="notebooks/world.py",
-        src=SRC["world"],
-    output:
-        train=f"{DATA}/train.jsonl",
-        heldout=f"{DATA}/heldout.jsonl",
-        evals=[f"{DATA}/{split}.jsonl" for split in EVAL_SPLITS],
-        card=f"{DATA}/card.md",
-        rl=f"{DATA}/rl.jsonl",
-        prefs=f"{DATA}/prefs.jsonl",
-        pretrain=f"{DATA}/pretrain.jsonl",
-        base=directory(f"results/world/{P.name}/base"),
-        notebook=f"{NB}/world.ipynb",
-    params:
-        slice=slice_of("seed", "world", "model", "pretrain"),
-        profile=P.name,
-        runner=RUN_NOTEBOOK,
-    log:
-        f"{LOGS}/world.log",
-    threads: P["pretrain"].get("threads", P["threads"])
-    conda:
-        "environment.lock.yml"
-    shell:
-        "OMP_NUM_THREADS={threads} {params.runner} {input.notebook} {output.notebook} "
-        "-p profile {params.profile} > {log} 2>&1"
+# The small world builds its own base model and data (rules/small_world.smk); a hub profile (config/paper.yaml)
+# loads public models and datasets and trains on GPUs (rules/hub.smk). Both provide the rules train, eval, grpo
+# and dpo with the same outputs, so the figure and table rules below serve either.
+if P["world"]["kind"] == "hub":
 
+    include: "rules/hub.smk"
 
-rule train:
-    """One SFT or PSFT run (runs.<run> in the profile) from the base model."""
-    input:
-        notebook="notebooks/train.py",
-        src=SRC["train"],
-        data=rules.world.output.train,
-        heldout=rules.world.output.heldout,
-        evals=rules.world.output.evals,
-        base=rules.world.output.base,
-    output:
-        metrics=f"results/runs/{P.name}/{{run}}/metrics.jsonl",
-        config=f"results/runs/{P.name}/{{run}}/config.json",
-        evals=f"results/runs/{P.name}/{{run}}/eval.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{run}}/checkpoint"),
-        notebook=f"{NB}/train_{{run}}.ipynb",
-    params:
-        slice=lambda wc: json.dumps(
-            {**P.data["train"], **P.data["runs"][wc.run], "eval": EVAL.get("during_training")}, sort_keys=True
-        ),
-        profile=P.name,
-        runner=RUN_NOTEBOOK,
-    log:
-        f"{LOGS}/train_{{run}}.log",
-    threads: P["threads"]
-    conda:
-        "environment.lock.yml"
-    shell:
-        "OMP_NUM_THREADS={threads} {params.runner} {input.notebook} {output.notebook} "
-        "-p profile {params.profile} -p run {wildcards.run} > {log} 2>&1"
+else:
 
-
-rule grpo:
-    """GRPO (TRL, the paper's DAPO settings) from a cold-start run: Figure 5, Table 2."""
-    input:
-        src=SRC["post"],
-        prompts=rules.world.output.rl,
-        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
-    output:
-        metrics=f"results/runs/{P.name}/{{cold}}+grpo/metrics.jsonl",
-        evals=f"results/runs/{P.name}/{{cold}}+grpo/eval.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+grpo/checkpoint"),
-    params:
-        slice=lambda wc: json.dumps({"grpo": P.data.get("grpo"), "eval": EVAL}, sort_keys=True),
-        profile=P.name,
-    log:
-        f"{LOGS}/grpo_{{cold}}.log",
-    threads: P["threads"]
-    conda:
-        "environment.lock.yml"
-    shell:
-        "OMP_NUM_THREADS={threads} python -m psftlib.posttrain --profile {params.profile} --stage grpo "
-        "--cold-start {wildcards.cold} > {log} 2>&1"
-
-
-rule dpo:
-    """DPO (TRL) from a cold-start run: Figures 6-7, Table 3."""
-    input:
-        src=SRC["post"],
-        pairs=rules.world.output.prefs,
-        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
-    output:
-        metrics=f"results/runs/{P.name}/{{cold}}+dpo/metrics.jsonl",
-        evals=f"results/runs/{P.name}/{{cold}}+dpo/eval.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+dpo/checkpoint"),
-    params:
-        slice=lambda wc: json.dumps({"dpo": P.data.get("dpo"), "eval": EVAL}, sort_keys=True),
-        profile=P.name,
-    log:
-        f"{LOGS}/dpo_{{cold}}.log",
-    threads: P["threads"]
-    conda:
-        "environment.lock.yml"
-    shell:
-        "OMP_NUM_THREADS={threads} python -m psftlib.posttrain --profile {params.profile} --stage dpo "
-        "--cold-start {wildcards.cold} > {log} 2>&1"
-
-
-rule eval:
-    """The final task sets, in one process, on a finished run's checkpoint (or the base model: run=base)."""
-    input:
-        src=SRC["eval"],
-        data=rules.world.output.evals,
-        checkpoint=lambda wc: (
-            rules.world.output.base if wc.run == "base" else f"results/runs/{P.name}/{wc.run}/checkpoint"
-        ),
-    output:
-        scores=[f"results/eval/{P.name}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
-        samples=[f"results/eval/{P.name}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
-    wildcard_constraints:
-        run="|".join(map(re.escape, ALL_RUNS)),
-    params:
-        slice=slice_of("eval"),
-        profile=P.name,
-        sets=" ".join(FINAL_SETS),
-        out_dir=lambda wc: f"results/eval/{P.name}/{wc.run}",
-    log:
-        f"{LOGS}/eval_{{run}}.log",
-    threads: P["threads"]
-    conda:
-        "environment.lock.yml"
-    shell:
-        "OMP_NUM_THREADS={threads} python -m psftlib.eval --profile {params.profile} "
-        "--checkpoint {input.checkpoint} --task-sets {params.sets} --out-dir {params.out_dir} > {log} 2>&1"
+    include: "rules/small_world.smk"
 
 
 # ---- figures and tables (read results/, never train) -----------------------------------------------------
@@ -225,7 +116,8 @@ rule fig1_entropy:
     input:
         notebook="notebooks/fig1_entropy.py",
         src=SRC["plots"],
-        metrics=expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl", run=P["figures"]["fig1_entropy"]["runs"]),
+        metrics=expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl",
+                       run=with_replicates(P["figures"]["fig1_entropy"]["runs"])),
     output:
         png=f"{FIG}/fig1_entropy.png",
         pdf=f"{FIG}/fig1_entropy.pdf",
@@ -238,6 +130,8 @@ rule fig1_entropy:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/fig1_entropy.log",
+    benchmark:
+        f"{BENCH}/fig1_entropy.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -265,6 +159,8 @@ rule world_calibration:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/world_calibration.log",
+    benchmark:
+        f"{BENCH}/world_calibration.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -277,7 +173,8 @@ rule table1_main:
         notebook="notebooks/table1_main.py",
         src=["psftlib/analysis.py", "psftlib/paper.py", "results/paper/table1_sft_main.csv"],
         evals=lambda wc: expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
-                                run=["base", *P["figures"]["table1_main"]["runs"]], task_set=FINAL_SETS),
+                                run=["base", *with_replicates(P["figures"]["table1_main"]["runs"])],
+                                task_set=FINAL_SETS),
     output:
         md=f"{TABLES}/table1_main.md",
         csv=f"{TABLES}/table1_main.csv",
@@ -288,6 +185,8 @@ rule table1_main:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/table1_main.log",
+    benchmark:
+        f"{BENCH}/table1_main.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -312,6 +211,8 @@ rule fig3_performance:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/fig3_performance.log",
+    benchmark:
+        f"{BENCH}/fig3_performance.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -334,6 +235,8 @@ rule findings:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/findings.log",
+    benchmark:
+        f"{BENCH}/findings.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -358,6 +261,8 @@ rule fig10_clipped_tokens:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/fig10_clipped_tokens.log",
+    benchmark:
+        f"{BENCH}/fig10_clipped_tokens.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -384,6 +289,8 @@ rule table2_grpo:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/table2_grpo.log",
+    benchmark:
+        f"{BENCH}/table2_grpo.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -412,6 +319,8 @@ rule table3_dpo:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/table3_dpo.log",
+    benchmark:
+        f"{BENCH}/table3_dpo.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -438,6 +347,8 @@ rule fig11_clip_ablation:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/fig11_clip_ablation.log",
+    benchmark:
+        f"{BENCH}/fig11_clip_ablation.tsv"
     conda:
         "environment.lock.yml"
     shell:
@@ -466,8 +377,120 @@ rule table6_update_frequency:
         runner=RUN_NOTEBOOK,
     log:
         f"{LOGS}/table6_update_frequency.log",
+    benchmark:
+        f"{BENCH}/table6_update_frequency.tsv"
     conda:
         "environment.lock.yml"
     shell:
         "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
         "-p profile {params.profile} -p runs '{params.runs}' > {log} 2>&1"
+
+
+rule table7_entropy_tokens:
+    """Table 7 (App. C.2): PSFT trained on the highest-entropy tokens only."""
+    input:
+        notebook="notebooks/table7_entropy_tokens.py",
+        src=["psftlib/analysis.py", "psftlib/paper.py", *SRC["plots"], "results/paper/table7_entropy_tokens.csv"],
+        metrics=lambda wc: expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl",
+                                  run=P["figures"]["table7_entropy_tokens"]["runs"]),
+        evals=lambda wc: expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
+                                run=["base", *P["figures"]["table7_entropy_tokens"]["runs"]], task_set=FINAL_SETS),
+    output:
+        md=f"{TABLES}/table7_entropy_tokens.md",
+        csv=f"{TABLES}/table7_entropy_tokens.csv",
+        notebook=f"{NB}/table7_entropy_tokens.ipynb",
+    params:
+        runs=lambda wc: json.dumps(P["figures"]["table7_entropy_tokens"]["runs"]),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/table7_entropy_tokens.log",
+    benchmark:
+        f"{BENCH}/table7_entropy_tokens.tsv"
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p runs '{params.runs}' > {log} 2>&1"
+
+
+rule table9_baselines:
+    """Table 9 and Figure 15 (App. C.4): the DFT and iw-SFT baselines."""
+    input:
+        notebook="notebooks/table9_baselines.py",
+        src=["psftlib/analysis.py", "psftlib/paper.py", *SRC["plots"], "results/paper/table9_dft_iwsft.csv"],
+        metrics=lambda wc: expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl",
+                                  run=P["figures"]["table9_baselines"]["runs"]),
+        evals=lambda wc: expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
+                                run=["base", *P["figures"]["table9_baselines"]["runs"]], task_set=FINAL_SETS),
+    output:
+        png=f"{FIG}/fig15_baselines.png",
+        pdf=f"{FIG}/fig15_baselines.pdf",
+        md=f"{TABLES}/table9_baselines.md",
+        csv=f"{TABLES}/table9_baselines.csv",
+        notebook=f"{NB}/table9_baselines.ipynb",
+    params:
+        runs=lambda wc: json.dumps(P["figures"]["table9_baselines"]["runs"]),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/table9_baselines.log",
+    benchmark:
+        f"{BENCH}/table9_baselines.tsv"
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p runs '{params.runs}' > {log} 2>&1"
+
+
+rule table10_learning_rates:
+    """Table 10 and Figure 17 (App. C.5): learning rate and clip fraction."""
+    input:
+        notebook="notebooks/table10_learning_rates.py",
+        src=["psftlib/analysis.py", "psftlib/paper.py", *SRC["plots"], "results/paper/table10_learning_rate.csv"],
+        metrics=lambda wc: expand(f"results/runs/{P.name}/{{run}}/metrics.jsonl",
+                                  run=P["figures"]["table10_learning_rates"]["runs"]),
+        evals=lambda wc: expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
+                                run=["base", *P["figures"]["table10_learning_rates"]["runs"]], task_set=FINAL_SETS),
+    output:
+        png=f"{FIG}/fig17_learning_rates.png",
+        pdf=f"{FIG}/fig17_learning_rates.pdf",
+        md=f"{TABLES}/table10_learning_rates.md",
+        csv=f"{TABLES}/table10_learning_rates.csv",
+        notebook=f"{NB}/table10_learning_rates.ipynb",
+    params:
+        runs=lambda wc: json.dumps(P["figures"]["table10_learning_rates"]["runs"]),
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/table10_learning_rates.log",
+    benchmark:
+        f"{BENCH}/table10_learning_rates.tsv"
+    conda:
+        "environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} "
+        "-p profile {params.profile} -p runs '{params.runs}' > {log} 2>&1"
+
+
+rule report:
+    """results/report.html: every figure and table with its caption, the findings, token-by-token demonstrations,
+    wall time per job and provenance (the executed notebook, converted without its code)."""
+    input:
+        notebook="notebooks/report.py",
+        src=["psftlib/report.py", "psftlib/analysis.py"],
+        outputs=REPORTED,
+    output:
+        html=REPORT,
+        notebook=f"{NB}/report.ipynb",
+    params:
+        profile=P.name,
+        runner=RUN_NOTEBOOK,
+    log:
+        f"{LOGS}/report.log",
+    conda:
+        "environment.lock.yml"
+    shell:
+        "(OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} -p profile {params.profile} "
+        "&& python -m psftlib.report {output.notebook} {output.html}) > {log} 2>&1"

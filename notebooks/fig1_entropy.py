@@ -15,7 +15,7 @@
 # # Figure 1: token entropy during fine-tuning
 #
 # The paper (§4.1.1, Finding 1) reports that SFT's entropy drops at every epoch boundary (a sawtooth, a sign
-# of memorisation) while PSFT's stays smooth. This notebook only reads `metrics.jsonl` of finished runs and
+# of memorisation) while PSFT's stays smooth. Runs repeated over seeds show their other seeds as thin lines. This notebook only reads `metrics.jsonl` of finished runs and
 # draws; changing it never retrains anything.
 
 # %% tags=["parameters"]
@@ -24,11 +24,16 @@ runs: list = ["sft", "psft"]  # run names, one line each
 smooth: int = 5  # rolling mean over this many steps; 1 draws raw values
 
 # %%
+from psftlib.config import load_profile, replicates
 from psftlib.plots import figures_dir, plot_entropy, read_metrics, save_figure
 from psftlib.train import run_paths
 
 metrics = {run: read_metrics(run_paths(profile, run)["out"] / "metrics.jsonl") for run in runs}
-fig = plot_entropy(metrics, smooth=smooth, title=f"Token entropy ({profile} profile)")
+# the same runs at other seeds (seed_replicates in the profile): thin lines in the run's colour
+prof = load_profile(profile)
+seeds = {run: [read_metrics(run_paths(profile, r)["out"] / "metrics.jsonl") for r in replicates(prof, run)[1:]]
+         for run in runs}  # fmt: skip
+fig = plot_entropy(metrics, smooth=smooth, title=f"Token entropy ({profile} profile)", replicates=seeds)
 written = save_figure(fig, figures_dir(profile) / "fig1_entropy")
 print("\n".join(map(str, written)))
 

@@ -48,9 +48,12 @@ lines = [
     "",
     "Verdicts: " + ", ".join(f"{v}: {n}" for v, n in counts.items()),
     "",
-    "| id | claim (paper) | test (ours) | numbers | verdict |",
-    "|---|---|---|---|---|",
-    *(f"| {r['id']} | {r['claim']} | {r['test']} | {r['numbers']} | **{r['verdict']}** |" for r in rows),
+    "| id | claim (paper) | test (ours) | numbers | seeds per run | verdict |",
+    "|---|---|---|---|---|---|",
+    *(
+        f"| {r['id']} | {r['claim']} | {r['test']} | {r['numbers']} | {r['seeds']} | **{r['verdict']}** |"
+        for r in rows
+    ),
     "",
 ]
 with atomic_write(path) as f:

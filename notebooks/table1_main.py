@@ -27,13 +27,21 @@ profile: str = "mini"  # config/<profile>.yaml
 runs: list = ["sft", "sft_kl", "psft_warmup12", "psft_warmup24", "psft", "sft_as_psft", "psft_as_sft"]
 
 # %%
-from psftlib.analysis import markdown_table, paper_sections, scores_table, write_table
+from psftlib.analysis import markdown_table, paper_sections, scores_table, seed_spread_table, write_table
 from psftlib.config import load_profile
 from psftlib.paper import load_paper_table
 
 prof = load_profile(profile)
 ours = scores_table(prof.name, ["base", *runs], ["in_domain", "out_of_domain"])
 ours
+
+# %% [markdown]
+# **Seeds.** The runs the profile repeats over seeds (`seed_replicates`: same config, other data order and sampling)
+# are summarised as mean and standard deviation over seeds; the main table shows the seed-0 run.
+
+# %%
+spread = seed_spread_table(prof, runs)
+spread
 
 # %%
 paper = load_paper_table("table1_sft_main")
@@ -53,6 +61,16 @@ lines = [
     "",
     markdown_table(ours, "run"),
     "",
+    *(
+        [
+            "### Over seeds (mean and standard deviation of the domain means; seed-0 run + `seed_replicates`)",
+            "",
+            markdown_table(spread, "run"),
+            "",
+        ]
+        if len(spread)
+        else []
+    ),
     *paper_sections("table1_sft_main", "Table 1"),
 ]
 write_table(prof.name, "table1_main", lines, ours)

@@ -153,6 +153,29 @@ def scores_table(profile: str, runs: list[str], task_sets: list[str], root: Path
     return table[[*targets, "in_domain", *skills, "out_of_domain"]]
 
 
+def seed_spread_table(profile: Any, runs: list[str], root: Path = ROOT) -> pd.DataFrame:
+    """Rows: the runs the profile repeats over seeds; columns: in-domain / out-of-domain mean and standard deviation
+    over the seeds (the run and its ``<run>_seed<k>`` copies) and the number of seeds. Empty without replicates."""
+    from psftlib.config import replicates
+
+    rows = {}
+    for run in runs:
+        names = replicates(profile, run)
+        if len(names) < 2:
+            continue
+        per_seed = pd.DataFrame(
+            [domain_means(final_scores(profile.name, r, ["in_domain", "out_of_domain"], root)) for r in names]
+        )
+        rows[run] = {
+            "in_domain_mean": per_seed["in_domain"].mean(),
+            "in_domain_sd": per_seed["in_domain"].std(ddof=1),
+            "out_of_domain_mean": per_seed["out_of_domain"].mean(),
+            "out_of_domain_sd": per_seed["out_of_domain"].std(ddof=1),
+            "seeds": len(names),
+        }
+    return pd.DataFrame(rows).T
+
+
 def curves(profile: str, run: str, root: Path = ROOT) -> pd.DataFrame:
     """A run's in-training evals with ``in_domain`` (mean over target sets) and ``out_of_domain`` (mean over skills)
     added; x axis ``train_batch``."""

@@ -80,6 +80,9 @@ class TrainConfig:
     lora_alpha: int = 16
     # telemetry and outputs
     token_sample_rate: float = 0.0  # share of trained tokens written to tokens.parquet (Figure 10)
+    trace_examples: int = (
+        0  # every token of demonstrations 0..k-1, each time trained, to traces.parquet (report)
+    )
     checkpoint_every: int = 0  # save a resume state every this many optimizer steps (0: never)
     save_checkpoint: bool = True  # final Hugging Face checkpoint
 
@@ -128,6 +131,8 @@ class TrainConfig:
                 f"iw_clip_low/iw_clip_high: need 0 < low <= 1 <= high, got {self.iw_clip_low}, "
                 f"{self.iw_clip_high}"
             )
+        if self.trace_examples < 0:
+            raise ConfigError(f"trace_examples: must be >= 0, got {self.trace_examples}")
         if not 0 <= self.token_sample_rate <= 1:
             raise ConfigError(f"token_sample_rate: must be in [0, 1], got {self.token_sample_rate}")
         if self.objective != "psft" and (self.sft_warmup_train_batches or self.entropy_top_fraction):
@@ -191,6 +196,7 @@ def validate_profile(data: Any, source: str) -> None:
             lines.append(f"{source}: {key}: {err.message}")
         raise ConfigError("\n".join(lines))
     # cross-field checks the schema cannot express: every run must make a valid TrainConfig
+    expand_seed_replicates(data, source)
     profile = Profile(name=data["profile"], path=Path(source), data=data)
     for run in profile.runs:
         profile.run_config(run)
@@ -212,6 +218,36 @@ def validate_profile(data: Any, source: str) -> None:
         for run in spec.get("runs", []):
             if run not in data["runs"]:
                 raise ConfigError(f"{source}: figures.{fig}.runs: {run!r} is not defined under runs")
+
+
+def replicate_name(run: str, seed: int) -> str:
+    """The run name of ``run`` repeated with ``seed`` (``sft`` -> ``sft_seed1``)."""
+    return f"{run}_seed{seed}"
+
+
+def expand_seed_replicates(data: dict[str, Any], source: str) -> None:
+    """Add ``runs.<run>_seed<k>`` (a copy of ``runs.<run>`` with ``seed: k``) for every ``seed_replicates`` pair."""
+    rep = data.get("seed_replicates")
+    if not rep:
+        return
+    for run in rep["runs"]:
+        if run not in data["runs"]:
+            raise ConfigError(f"{source}: seed_replicates.runs: {run!r} is not defined under runs")
+        for seed in rep["seeds"]:
+            if seed == data["seed"]:
+                raise ConfigError(f"{source}: seed_replicates.seeds: {seed} is the profile's own seed")
+            name = replicate_name(run, seed)
+            if name in data["runs"] and data["runs"][name].get("seed") != seed:
+                raise ConfigError(f"{source}: runs.{name}: clashes with a seed replicate of {run!r}")
+            data["runs"][name] = {**(data["runs"][run] or {}), "seed": seed}
+
+
+def replicates(profile: Profile, run: str) -> list[str]:
+    """``run`` and its seed replicates that the profile defines (just ``[run]`` when there are none)."""
+    rep = profile.data.get("seed_replicates") or {}
+    if run not in rep.get("runs", []):
+        return [run]
+    return [run, *(replicate_name(run, s) for s in rep["seeds"])]
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

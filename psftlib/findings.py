@@ -4,10 +4,13 @@ Every finding is a claim quoted from the paper, a test written as code (``Test.f
 verdict: **holds**, **does not hold**, **within noise**, or **not run** (a run it needs is not in the profile).
 
 Noise rule (stated once, applied to every comparison): a difference ``a - b`` counts only beyond two standard
-errors of it. For final scores the standard error comes from the eval harness (avg@k over problems, combined
-over the tasks of a domain); for training curves it is the spread of the last epoch's per-train-batch values
-(``sqrt(var_a / n_a + var_b / n_b)``). The profile runs each method once (one seed), so seed-to-seed variation is
-*not* in these errors: a verdict of *holds* here is necessary, not sufficient, evidence.
+errors of it (``sqrt(se_a**2 + se_b**2)``). For one run, the standard error of a final score comes from the eval
+harness (avg@k over problems, combined over the tasks of a domain) and that of a training quantity from the
+spread of the last epoch's per-train-batch values. For a run the profile repeats over seeds (``seed_replicates``:
+the run and its ``<run>_seed<k>`` copies), the estimate is the mean over the seeds and its standard error the
+larger of the seed-to-seed one (``std(ddof=1) / sqrt(n_seeds)``) and the single-run one averaged over seeds
+(``sqrt(sum se_i**2) / n_seeds``), so a verdict of *holds* needs the effect to exceed the seed spread. Runs the
+profile does not repeat carry no seed variation in their errors, which the findings table says per row.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from psftlib.analysis import boundary_share, per_train_batch, read_jsonl_frame, run_dir
-from psftlib.config import ROOT
+from psftlib.config import ROOT, ConfigError, load_profile, replicates
 
 HOLDS, FAILS, NOISE, NOT_RUN = "holds", "does not hold", "within noise", "not run"
 
@@ -49,19 +52,46 @@ def verdict(diff: Estimate, at_least: bool = False) -> str:
     return HOLDS if at_least else NOISE
 
 
+def over_seeds(estimates: list[Estimate]) -> Estimate:
+    """Mean of per-seed estimates; se = max(seed-to-seed se, the per-seed errors averaged) (module docstring)."""
+    n = len(estimates)
+    if n == 1:
+        return estimates[0]
+    values = np.array([e.value for e in estimates])
+    seed_se = float(values.std(ddof=1) / math.sqrt(n))
+    run_se = math.sqrt(sum(e.se**2 for e in estimates)) / n
+    return Estimate(float(values.mean()), max(seed_se, run_se))
+
+
 class Runs:
-    """Lazy access to a profile's finished runs."""
+    """Lazy access to a profile's finished runs; a run the profile repeats over seeds is read as their mean."""
 
     def __init__(self, profile: str, root: Path = ROOT):
         self.profile, self.root = profile, root
+        try:
+            self._profile = load_profile(profile)
+        except ConfigError:  # a results tree without its config (tests): no replicates known
+            self._profile = None
+        self.seeds_used: dict[str, int] = {}
+
+    def replicates(self, run: str) -> list[str]:
+        """``run`` and those of its seed replicates that have finished."""
+        names = [run] if self._profile is None else replicates(self._profile, run)
+        done = [r for r in names if self._has_eval(r)] or [run]
+        self.seeds_used[run] = len(done)
+        return done
+
+    def _has_eval(self, run: str) -> bool:
+        return (self.root / "results" / "eval" / self.profile / run / "in_domain.json").exists()
 
     def exists(self, *runs: str) -> bool:
-        return all(
-            (self.root / "results" / "eval" / self.profile / r / "in_domain.json").exists() for r in runs
-        )
+        return all(self._has_eval(r) for r in runs)
 
     def score(self, run: str, domain: str, tasks: tuple[str, ...] = ()) -> Estimate:
-        """Mean avg@k over a domain's tasks (or the given ones) with its standard error."""
+        """Mean avg@k over a domain's tasks (or the given ones) with its standard error, over seeds."""
+        return over_seeds([self._score(r, domain, tasks) for r in self.replicates(run)])
+
+    def _score(self, run: str, domain: str, tasks: tuple[str, ...] = ()) -> Estimate:
         path = self.root / "results" / "eval" / self.profile / run / f"{domain}.json"
         scores = json.loads(path.read_text())["scores"]
         keep = [t for t in scores if not tasks or t in tasks]
@@ -70,7 +100,10 @@ class Runs:
         return Estimate(float(np.mean(values)), float(math.sqrt(sum(s * s for s in ses)) / len(ses)))
 
     def last_epoch(self, run: str, column: str) -> Estimate:
-        """Mean of ``column`` over the last epoch's train batches, with its standard error."""
+        """Mean of ``column`` over the last epoch's train batches, with its standard error, over seeds."""
+        return over_seeds([self._last_epoch(r, column) for r in self.replicates(run)])
+
+    def _last_epoch(self, run: str, column: str) -> Estimate:
         m = per_train_batch(
             read_jsonl_frame(run_dir(self.profile, run, self.root) / "metrics.jsonl"), [column]
         )
@@ -80,9 +113,11 @@ class Runs:
         )
 
     def sawtooth(self, run: str, column: str) -> float:
-        return boundary_share(
-            read_jsonl_frame(run_dir(self.profile, run, self.root) / "metrics.jsonl"), column
-        )
+        """Share of the net drop of ``column`` that happens at epoch boundaries, mean over seeds."""
+        return float(np.mean([
+            boundary_share(read_jsonl_frame(run_dir(self.profile, r, self.root) / "metrics.jsonl"), column)
+            for r in self.replicates(run)
+        ]))  # fmt: skip
 
 
 @dataclass
@@ -137,8 +172,8 @@ def _fluctuation(r: Runs) -> tuple[str, str]:
 
     tv = {}
     for run in ("psft", "sft"):
-        c = curves(r.profile, run, r.root)["out_of_domain"].to_numpy()
-        tv[run] = float(np.abs(np.diff(c)).sum())
+        per_seed = [curves(r.profile, x, r.root)["out_of_domain"].to_numpy() for x in r.replicates(run)]
+        tv[run] = float(np.mean([np.abs(np.diff(c)).sum() for c in per_seed]))
     return f"total variation of the OOD curve: PSFT {tv['psft']:.3f}, SFT {tv['sft']:.3f}", (
         HOLDS if tv["psft"] < tv["sft"] else FAILS)  # fmt: skip
 
@@ -233,9 +268,13 @@ def evaluate_findings(profile: str, root: Path = ROOT) -> list[dict[str, Any]]:
     runs = Runs(profile, root)
     rows = []
     for f in FINDINGS:
+        runs.seeds_used = {}
         if not runs.exists(*f.needs):
             numbers, v = f"needs runs {', '.join(f.needs)}", NOT_RUN
         else:
             numbers, v = f.fn(runs)
-        rows.append({"id": f.id, "claim": f.claim, "test": f.test, "numbers": numbers, "verdict": v})
+        seeds = ", ".join(f"{run} {n}" for run, n in runs.seeds_used.items()) or "-"
+        rows.append(
+            {"id": f.id, "claim": f.claim, "test": f.test, "numbers": numbers, "seeds": seeds, "verdict": v}
+        )
     return rows

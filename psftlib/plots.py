@@ -22,6 +22,8 @@ STYLE = {
     "psft_warmup24": {"color": "#17becf", "label": "PSFT + warm-up (24)"},
     "sft_as_psft": {"color": "#d62728", "ls": "--", "label": "SFT at PSFT's steps and lr (ours)"},
     "psft_as_sft": {"color": "#1f77b4", "ls": "--", "label": "PSFT at SFT's lr (ours)"},
+    "dft": {"color": "#9467bd", "label": "DFT"},
+    "iw_sft": {"color": "#8c564b", "label": "iw-SFT"},
 }
 
 
@@ -38,22 +40,30 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 
 
 def plot_entropy(
-    metrics: Mapping[str, pd.DataFrame], smooth: int = 1, title: str | None = None
+    metrics: Mapping[str, pd.DataFrame],
+    smooth: int = 1,
+    title: str | None = None,
+    replicates: Mapping[str, Sequence[pd.DataFrame]] | None = None,
 ) -> plt.Figure:
     """Figure 1's layout: token entropy on the trained tokens against training progress, one line per run.
 
     The x axis counts train batches (verl's and the paper's "step"): SFT takes one optimizer step per train
     batch and PSFT several, so optimizer steps would not line up. Dotted vertical lines mark epoch
-    boundaries, where SFT's sawtooth shows in the paper.
+    boundaries, where SFT's sawtooth shows in the paper. ``replicates[run]``: the same run at other seeds,
+    drawn thin and faint in the run's colour.
     """
     from psftlib.analysis import per_train_batch
+
+    def line(df: pd.DataFrame) -> tuple[pd.Index, pd.Series]:
+        tb = per_train_batch(df, ["entropy"])  # one point per train batch: the same data for every objective
+        return tb.index, tb["entropy"].rolling(smooth, min_periods=1).mean() if smooth > 1 else tb["entropy"]
 
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     for run, df in metrics.items():
         style = STYLE.get(run, {"label": run})
-        tb = per_train_batch(df, ["entropy"])  # one point per train batch: the same data for every objective
-        y = tb["entropy"].rolling(smooth, min_periods=1).mean() if smooth > 1 else tb["entropy"]
-        ax.plot(tb.index, y, lw=1.6, **style)
+        (drawn,) = ax.plot(*line(df), lw=1.6, **style)
+        for other in (replicates or {}).get(run, []):
+            ax.plot(*line(other), lw=0.8, alpha=0.4, color=drawn.get_color(), ls=style.get("ls", "-"))
     first = per_train_batch(next(iter(metrics.values())), ["entropy"])
     for boundary in first.index[first["epoch"].diff() > 0] - 0.5:
         ax.axvline(boundary, color="0.8", ls=":", lw=0.8, zorder=0)

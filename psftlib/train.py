@@ -23,6 +23,8 @@ Outputs in ``out_dir`` (each written to a temp name and renamed when complete)::
                     paper's figures call a step: SFT and PSFT share that axis
     eval.jsonl      one line per in-training evaluation (step, scores), if an evaluator is given
     tokens.parquet  sampled per-token telemetry (TOKEN_COLUMNS) if ``token_sample_rate`` > 0 (Figure 10)
+    traces.parquet  every token of demonstrations 0..k-1 each time they are trained (TOKEN_COLUMNS + ``example``)
+                    if ``trace_examples`` = k > 0 (the report's token-by-token rendering)
     config.json     the resolved TrainConfig and what the data's length policy did
     checkpoint/     Hugging Face format (model + tokenizer), if ``save_checkpoint``
     resume/         while running, if ``checkpoint_every`` > 0: model, optimizer, step, pending old-policy
@@ -477,8 +479,10 @@ def train(
             row = {key: row[key] for key in METRIC_KEYS if key in row}
             if not all(math.isfinite(v) for v in row.values()):
                 raise FloatingPointError(f"non-finite metric at step {step + 1}: {row}")
-            if cfg.token_sample_rate > 0:
-                state["token_rows"] += _sample_tokens(tensors, micro, row, cfg, step, rank)
+            if cfg.token_sample_rate > 0 or cfg.trace_examples > 0:
+                sampled, traced = _sample_tokens(tensors, micro, plan.indices(step), row, cfg, step, rank)
+                state["token_rows"] += sampled
+                state.setdefault("trace_rows", []).extend(traced)
             state["step"] = step + 1
             if rank == 0:
                 metrics_file.write(json.dumps(row) + "\n")
@@ -505,13 +509,15 @@ def train(
         os.replace(partial, out_dir / "metrics.jsonl")
         if evaluator is not None:
             os.replace(eval_partial, out_dir / "eval.jsonl")
-    token_rows = state["token_rows"]
-    if world > 1 and cfg.token_sample_rate > 0:
-        gathered: list[Any] = [None] * world
-        torch.distributed.all_gather_object(gathered, token_rows)
-        token_rows = [r for rows in gathered for r in rows]
-    if rank == 0 and cfg.token_sample_rate > 0:
-        _write_tokens(out_dir / "tokens.parquet", token_rows, tokenizer)
+    for key, enabled, name in (("token_rows", cfg.token_sample_rate > 0, "tokens.parquet"),
+                               ("trace_rows", cfg.trace_examples > 0, "traces.parquet")):  # fmt: skip
+        rows = state.get(key, [])
+        if world > 1 and enabled:
+            gathered: list[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
+        if rank == 0 and enabled:
+            _write_tokens(out_dir / name, rows, tokenizer)
     if rank == 0 and cfg.save_checkpoint:
         from psftlib.world import save_pretrained_atomic
 
@@ -584,31 +590,41 @@ def _global_quantile(values: torch.Tensor, q: float) -> float:
     return float(torch.quantile(values.double(), q)) if values.numel() else float("inf")
 
 
-def _sample_tokens(tensors, micro, row, cfg: TrainConfig, step: int, rank: int) -> list[dict]:
-    """Seeded Bernoulli sample of trained tokens for ``tokens.parquet`` (a function of seed, step, rank)."""
+def _sample_tokens(
+    tensors, micro, idx: list[int], row, cfg: TrainConfig, step: int, rank: int
+) -> tuple[list[dict], list[dict]]:
+    """Seeded Bernoulli sample of trained tokens for ``tokens.parquet`` (a function of seed, step, rank), and every
+    trained token of the traced demonstrations (``idx``: the step's example indices, in micro-batch order)."""
     g = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + rank)
-    rows = []
-    for t, mb in zip(tensors, micro, strict=True):
+    sampled, traced = [], []
+    for i, (t, mb) in enumerate(zip(tensors, micro, strict=True)):
         mask = t["mask"].cpu() > 0
         keep = mask & (torch.rand(mask.shape, generator=g) < cfg.token_sample_rate)
-        for b, pos in keep.nonzero().tolist():
+        examples = idx[i * cfg.micro_batch_size : (i + 1) * cfg.micro_batch_size]  # row b of this micro batch
+        trace = torch.tensor([e < cfg.trace_examples for e in examples])[:, None] & mask
+        for b, pos in (keep | trace).nonzero().tolist():
             lp = float(t["logprobs"][b, pos])
             old = float(t["old"][b, pos]) if t["old"] is not None else None
             ratio = math.exp(max(min(lp - old, 20.0), -20.0)) if old is not None else None
-            rows.append({
+            token = {
                 "step": row["step"], "train_batch": row["train_batch"], "epoch": row["epoch"],
                 "token_id": int(mb["input_ids"][b, pos + 1]), "position": pos + 1, "logprob": lp,
                 "old_logprob": old, "ratio": ratio,
                 "clipped": bool(ratio is not None and ratio > 1.0 + cfg.clip_high),
                 "entropy": float(t["entropy"][b, pos]),
-            })  # fmt: skip
-    return rows
+            }  # fmt: skip
+            if keep[b, pos]:
+                sampled.append(token)
+            if trace[b, pos]:
+                traced.append({**token, "example": examples[b]})
+    return sampled, traced
 
 
 def _write_tokens(path: Path, rows: list[dict], tokenizer: Any) -> None:
     import pandas as pd
 
-    df = pd.DataFrame(rows, columns=[c for c in TOKEN_COLUMNS if c != "token_text"])
+    extra = ["example"] if rows and "example" in rows[0] else []
+    df = pd.DataFrame(rows, columns=[*(c for c in TOKEN_COLUMNS if c != "token_text"), *extra])
     texts = (
         tokenizer.convert_ids_to_tokens(df["token_id"].tolist())
         if tokenizer is not None and len(df)

@@ -140,3 +140,17 @@ def test_gradient_checkpointing_changes_memory_not_maths(tiny_model_and_examples
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(
             b["grad_norm"], rel=1e-4
         )
+
+
+def test_traces_hold_every_trained_token_of_the_traced_demonstrations(tiny_model_and_examples, tmp_path):
+    _, _, examples = tiny_model_and_examples
+    hist = _run(tiny_model_and_examples, tmp_path, objective="psft", trace_examples=2, clip_high=0.05)
+    df = pd.read_parquet(tmp_path / "traces.parquet")
+    assert set(df["example"]) == {0, 1} and not (tmp_path / "tokens.parquet").exists()
+    for (example, step), part in df.groupby(["example", "step"]):
+        ex = examples[example]
+        part = part.sort_values("position")
+        assert list(part["position"]) == [p for p in range(1, len(ex.input_ids)) if ex.loss_mask[p]]
+        assert list(part["token_id"]) == [ex.input_ids[p] for p in part["position"]]
+        assert 1 <= step <= len(hist)
+    assert (df.groupby("example")["step"].nunique() == int(_cfg().epochs)).all()  # traced once per epoch

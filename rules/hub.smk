@@ -1,0 +1,157 @@
+# Compute rules of a hub-scale profile (world.kind: hub, config/paper.yaml): public models and datasets on GPUs.
+# Included by the Snakefile in place of rules/small_world.smk; the figure and table rules are shared.
+#
+#   snakemake -n --configfile config/paper.yaml                       # every job, nothing run
+#   snakemake --configfile config/paper.yaml --executor slurm --profile profiles/slurm
+#
+# GPU counts are Snakemake resources (`gpu`), which the SLURM executor turns into --gres requests
+# (profiles/slurm/config.yaml); a local `snakemake --resources gpu=8` never over-subscribes one node.
+
+from psftlib.hub import run_source
+
+PAPER = P["paper"]
+GPUS = {rule: spec.get("gpu", 0) for rule, spec in PAPER.get("resources", {}).items()}  # paper.resources
+ACCELERATE = PAPER["launcher"]["accelerate_config"]
+PROCESSES = PAPER["launcher"].get("num_processes", GPUS.get("train", 1))
+HUB_DATASETS = sorted(PAPER["datasets"])
+
+
+def run_data(wc):
+    return f"{DATA}/{run_source(P, wc.run)['data']}.jsonl"
+
+
+def post_data(stage):
+    """The dataset a post-training stage reads: grpo.dataset / dpo.dataset, or the paper's default."""
+    default = {"grpo": "dapo_math_17k", "dpo": "ultrafeedback_prefs"}[stage]
+    return f"{DATA}/{(P.data.get(stage) or {}).get('dataset', default)}.jsonl"
+
+
+rule world:
+    """One paper.datasets entry, loaded by id with the paper's filters into our JSONL schema (psftlib.loaders)."""
+    input:
+        src=["psftlib/loaders.py", "psftlib/data.py"],
+    output:
+        f"{DATA}/{{dataset}}.jsonl",
+    wildcard_constraints:
+        dataset="|".join(map(re.escape, HUB_DATASETS)),
+    params:
+        spec=lambda wc: json.dumps(PAPER["datasets"][wc.dataset], sort_keys=True),
+        profile=P.name,
+    log:
+        f"{LOGS}/world_{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/world_{{dataset}}.tsv"
+    threads: P["threads"]
+    resources:
+        gpu=GPUS.get("world", 0),
+    shell:
+        "python -m psftlib.loaders --profile {params.profile} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule train:
+    """One SFT-stage run on GPUs: the run's hub model (paper.run_sources) on its dataset, accelerate + FSDP."""
+    input:
+        src=SRC["train"] + ["psftlib/hub.py", "psftlib/models.py"],
+        data=run_data,
+    output:
+        metrics=f"results/runs/{P.name}/{{run}}/metrics.jsonl",
+        checkpoint=directory(f"results/runs/{P.name}/{{run}}/checkpoint"),
+    params:
+        slice=lambda wc: json.dumps({**P.data["train"], **P.data["runs"][wc.run], **run_source(P, wc.run)},
+                                    sort_keys=True),
+        profile=P.name,
+        accelerate=ACCELERATE,
+        gpus=PROCESSES,
+    log:
+        f"{LOGS}/train_{{run}}.log",
+    benchmark:
+        f"{BENCH}/train_{{run}}.tsv"
+    threads: P["threads"]
+    resources:
+        gpu=GPUS.get("train", PROCESSES),
+    shell:
+        "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
+        "-m psftlib.hub --profile {params.profile} --run {wildcards.run} > {log} 2>&1"
+
+
+rule grpo:
+    """GRPO (TRL + vLLM generation, the paper's DAPO settings) from a cold-start run: Figure 5, Table 2."""
+    input:
+        src=SRC["post"],
+        prompts=post_data("grpo"),
+        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
+    output:
+        metrics=f"results/runs/{P.name}/{{cold}}+grpo/metrics.jsonl",
+        evals=f"results/runs/{P.name}/{{cold}}+grpo/eval.jsonl",
+        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+grpo/checkpoint"),
+    params:
+        slice=lambda wc: json.dumps({"grpo": P.data.get("grpo")}, sort_keys=True),
+        profile=P.name,
+        accelerate=ACCELERATE,
+        gpus=PROCESSES,
+    log:
+        f"{LOGS}/grpo_{{cold}}.log",
+    benchmark:
+        f"{BENCH}/grpo_{{cold}}.tsv"
+    threads: P["threads"]
+    resources:
+        gpu=GPUS.get("grpo", PROCESSES),
+    shell:
+        "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
+        "-m psftlib.posttrain --profile {params.profile} --stage grpo --cold-start {wildcards.cold} > {log} 2>&1"
+
+
+rule dpo:
+    """DPO (TRL) from a cold-start run: Figures 6-7, Table 3."""
+    input:
+        src=SRC["post"],
+        pairs=post_data("dpo"),
+        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
+    output:
+        metrics=f"results/runs/{P.name}/{{cold}}+dpo/metrics.jsonl",
+        evals=f"results/runs/{P.name}/{{cold}}+dpo/eval.jsonl",
+        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+dpo/checkpoint"),
+    params:
+        slice=lambda wc: json.dumps({"dpo": P.data.get("dpo")}, sort_keys=True),
+        profile=P.name,
+        accelerate=ACCELERATE,
+        gpus=PROCESSES,
+    log:
+        f"{LOGS}/dpo_{{cold}}.log",
+    benchmark:
+        f"{BENCH}/dpo_{{cold}}.tsv"
+    threads: P["threads"]
+    resources:
+        gpu=GPUS.get("dpo", PROCESSES),
+    shell:
+        "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
+        "-m psftlib.posttrain --profile {params.profile} --stage dpo --cold-start {wildcards.cold} > {log} 2>&1"
+
+
+rule eval:
+    """The final task sets on a finished run (or a run's base model: run=base) with lm-eval on vLLM, one GPU."""
+    input:
+        src=SRC["eval"],
+        checkpoint=lambda wc: [] if wc.run == "base" else f"results/runs/{P.name}/{wc.run}/checkpoint",
+    output:
+        scores=[f"results/eval/{P.name}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
+        samples=[f"results/eval/{P.name}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
+    wildcard_constraints:
+        run="|".join(map(re.escape, ALL_RUNS)),
+    params:
+        slice=slice_of("eval"),
+        profile=P.name,
+        sets=" ".join(FINAL_SETS),
+        out_dir=lambda wc: f"results/eval/{P.name}/{wc.run}",
+        model=lambda wc: PAPER["models"][PAPER.get("base_model", "qwen25_7b")] if wc.run == "base"
+        else f"results/runs/{P.name}/{wc.run}/checkpoint",
+    log:
+        f"{LOGS}/eval_{{run}}.log",
+    benchmark:
+        f"{BENCH}/eval_{{run}}.tsv"
+    threads: P["threads"]
+    resources:
+        gpu=GPUS.get("eval", 1),
+    shell:
+        "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {params.sets} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
