@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 import psftlib.findings as findings_module
+from psftlib.analysis import provenance_line
 from psftlib.config import ROOT
 from psftlib.data import atomic_write
 from psftlib.findings import evaluate_findings
@@ -54,6 +55,8 @@ lines = [
         f"| {r['id']} | {r['claim']} | {r['test']} | {r['numbers']} | {r['seeds']} | **{r['verdict']}** |"
         for r in rows
     ),
+    "",
+    provenance_line(profile),
     "",
 ]
 with atomic_write(path) as f:

@@ -257,12 +257,45 @@ def write_csv(frame: pd.DataFrame, path: Path, **to_csv: Any) -> Path:
     return path
 
 
+def git_commit(root: Path = ROOT) -> tuple[str, bool]:
+    """(HEAD commit, whether sources or configs differ from it); ("unknown", False) outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        dirty = bool(
+            git("status", "--porcelain", "--", "psftlib", "notebooks", "config", "Snakefile", "rules")
+        )
+        return git("rev-parse", "HEAD"), dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def provenance_line(profile: str, root: Path = ROOT) -> str:
+    """One line naming what produced an output: the git commit and the profile's config file with its sha256."""
+    import hashlib
+
+    from psftlib.config import load_profile
+
+    prof = load_profile(profile)
+    path = prof.path if Path(prof.path).is_absolute() else root / prof.path
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    commit, dirty = git_commit(root)
+    return (f"Produced at commit `{commit[:12]}`{' (with uncommitted source changes)' if dirty else ''} from "
+            f"`{prof.path}` (sha256 `{digest}`).")  # fmt: skip
+
+
 def write_table(profile: str, name: str, lines: list[str], table: pd.DataFrame, root: Path = ROOT) -> Path:
-    """``results/tables[/<profile>]/<name>.md`` (``lines``) and ``.csv`` (``table``), each written atomically."""
+    """``results/tables[/<profile>]/<name>.md`` (``lines`` + a provenance line) and ``.csv`` (``table``), each
+    written atomically."""
     from psftlib.data import atomic_write
 
     out = tables_dir(profile, root) / name
     with atomic_write(out.with_suffix(".md")) as f:
-        f.write("\n".join(lines))
+        f.write("\n".join([*lines, "", provenance_line(profile, root), ""]))
     write_csv(table, out.with_suffix(".csv"), index_label="run")
     return out

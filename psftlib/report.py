@@ -3,17 +3,15 @@ and tables with captions, the token-by-token rendering of traced demonstrations,
 
 from __future__ import annotations
 
-import hashlib
 import html
 import importlib.metadata
 import math
 import platform
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 
-from psftlib.analysis import markdown_table, run_dir, tables_dir
+from psftlib.analysis import markdown_table, provenance_line, run_dir, tables_dir
 from psftlib.config import ROOT, load_profile
 from psftlib.plots import figures_dir
 
@@ -62,22 +60,9 @@ def findings_markdown(profile: str, root: Path = ROOT) -> str:
     return "\n".join(lines[start:])
 
 
-def _git(*args: str, root: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-
-
 def provenance(profile: str, root: Path = ROOT) -> str:
     """Markdown: the profile, the git commit (and whether sources differ from it), the config's hash, versions."""
     prof = load_profile(profile)
-    config_path = root / prof.path if not Path(prof.path).is_absolute() else Path(prof.path)
-    digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:16]
-    commit = _git("rev-parse", "HEAD", root=root)
-    changed = _git("status", "--porcelain", "--", "psftlib", "notebooks", "config", "Snakefile", root=root)
     versions = []
     for name in PACKAGES:
         try:
@@ -87,8 +72,7 @@ def provenance(profile: str, root: Path = ROOT) -> str:
     return "\n".join([
         f"**Profile** `{prof.name}`: {prof.data.get('description', '')}",
         "",
-        f"- commit `{commit}`" + (" (with uncommitted changes to sources or config)" if changed else ""),
-        f"- config `{prof.path}` sha256 `{digest}`",
+        f"- {provenance_line(profile, root)}",
         f"- Python {platform.python_version()} on {platform.machine()}; " + ", ".join(versions),
     ])  # fmt: skip
 

@@ -32,6 +32,9 @@ def _write_bad(tmp_path, mutate):
         (lambda d: d["world"].update(kind="imaginary"), "world.kind"),
         (lambda d: d["runs"]["psft"].update(mini_batch_size=5), "runs.psft"),  # 16 % 5 != 0
         (lambda d: d["figures"]["fig1_entropy"].update(runs=["nope"]), "figures.fig1_entropy.runs"),
+        (lambda d: d.update(seed_replicates={"seeds": [1], "runs": ["nope"]}), "seed_replicates.runs"),
+        (lambda d: d.update(seed_replicates={"seeds": [0], "runs": ["sft"]}), "seed_replicates.seeds"),
+        (lambda d: d.update(seed_replicates={"seeds": [1]}), "seed_replicates"),
     ],
 )
 def test_malformed_profile_is_refused_naming_the_key(tmp_path, mutate, key):
@@ -58,3 +61,16 @@ def test_overrides_parse_and_are_validated():
         prof.run_config("psft", {"learning_rate": 1e-5})
     with pytest.raises(ConfigError, match="objective"):
         TrainConfig(objective="ppo").validate()
+
+
+def test_seed_replicates_copy_the_run_with_another_seed_only(tmp_path):
+    from psftlib.config import replicates
+
+    path = _write_bad(tmp_path, lambda d: d.update(seed_replicates={"seeds": [3, 5], "runs": ["psft"]}))
+    prof = load_profile(path)
+    assert replicates(prof, "psft") == ["psft", "psft_seed3", "psft_seed5"] and replicates(prof, "sft") == [
+        "sft"
+    ]
+    base, copy = prof.run_config("psft"), prof.run_config("psft_seed5")
+    assert copy.seed == 5 and base.seed == prof["seed"]
+    assert {**vars(copy), "seed": base.seed} == vars(base)
