@@ -130,6 +130,21 @@ def test_smoke_dag_runs_end_to_end():
         p = ROOT / path
         assert p.exists(), path
         assert p.is_dir() or p.stat().st_size > 0, path
+    assert (ROOT / "results" / "smoke" / "report.html").stat().st_size > 100_000  # figures are embedded
+    # a second run has nothing to do; touching a figure notebook re-runs that figure (and the report) only
+    again = subprocess.run([*SNAKEMAKE, "-n", "--config", "profile=smoke"], cwd=ROOT, capture_output=True, text=True,
+                           env=_env())  # fmt: skip
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-2000:]
+    notebook = ROOT / "notebooks" / "fig1_entropy.py"
+    stat = notebook.stat()
+    try:
+        os.utime(notebook)
+        touched = subprocess.run([*SNAKEMAKE, "-n", "--config", "profile=smoke"], cwd=ROOT, capture_output=True,
+                                 text=True, env=_env()).stdout  # fmt: skip
+    finally:
+        os.utime(notebook, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    jobs = set(re.findall(r"^(\w+)\s+\d+$", touched[touched.index("Job stats:") :], flags=re.M)) - {"total"}
+    assert jobs == {"fig1_entropy", "report", "all"}, jobs
     from psftlib.findings import FINDINGS
 
     findings = (ROOT / "results" / "smoke" / "findings.md").read_text()
