@@ -30,7 +30,7 @@ rule world:
         f"{BENCH}/world.tsv"
     threads: P["pretrain"].get("threads", P["threads"])
     conda:
-        "environment.lock.yml"
+        "../environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} {params.runner} {input.notebook} {output.notebook} "
         "-p profile {params.profile} > {log} 2>&1"
@@ -63,7 +63,7 @@ rule train:
         f"{BENCH}/train_{{run}}.tsv"
     threads: P["threads"]
     conda:
-        "environment.lock.yml"
+        "../environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} {params.runner} {input.notebook} {output.notebook} "
         "-p profile {params.profile} -p run {wildcards.run} > {log} 2>&1"
@@ -88,7 +88,7 @@ rule grpo:
         f"{BENCH}/grpo_{{cold}}.tsv"
     threads: P["threads"]
     conda:
-        "environment.lock.yml"
+        "../environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} python -m psftlib.posttrain --profile {params.profile} --stage grpo "
         "--cold-start {wildcards.cold} > {log} 2>&1"
@@ -113,7 +113,7 @@ rule dpo:
         f"{BENCH}/dpo_{{cold}}.tsv"
     threads: P["threads"]
     conda:
-        "environment.lock.yml"
+        "../environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} python -m psftlib.posttrain --profile {params.profile} --stage dpo "
         "--cold-start {wildcards.cold} > {log} 2>&1"
@@ -143,7 +143,7 @@ rule eval:
         f"{BENCH}/eval_{{run}}.tsv"
     threads: P["threads"]
     conda:
-        "environment.lock.yml"
+        "../environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} python -m psftlib.eval --profile {params.profile} "
         "--checkpoint {input.checkpoint} --task-sets {params.sets} --out-dir {params.out_dir} > {log} 2>&1"
