@@ -50,14 +50,7 @@ SRC = {
 }
 
 
-def with_replicates(runs):
-    """The runs and their seed replicates (seed_replicates in the profile)."""
-    return [r for run in runs for r in replicates(P, run)]
-
-
-def slice_of(*keys):
-    """The part of the profile a job depends on, as a stable string (params trigger re-runs)."""
-    return json.dumps({k: P.data.get(k) for k in keys}, sort_keys=True)
+include: "rules/common.smk"
 
 
 wildcard_constraints:

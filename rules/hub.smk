@@ -7,23 +7,11 @@
 # GPU counts are Snakemake resources (`gpu`), which the SLURM executor turns into --gres requests
 # (profiles/slurm/config.yaml); a local `snakemake --resources gpu=8` never over-subscribes one node.
 
-from psftlib.hub import run_source
-
 PAPER = P["paper"]
 GPUS = {rule: spec.get("gpu", 0) for rule, spec in PAPER.get("resources", {}).items()}  # paper.resources
 ACCELERATE = PAPER["launcher"]["accelerate_config"]
 PROCESSES = PAPER["launcher"].get("num_processes", GPUS.get("train", 1))
 HUB_DATASETS = sorted(PAPER["datasets"])
-
-
-def run_data(wc):
-    return f"{DATA}/{run_source(P, wc.run)['data']}.jsonl"
-
-
-def post_data(stage):
-    """The dataset a post-training stage reads: grpo.dataset / dpo.dataset, or the paper's default."""
-    default = {"grpo": "dapo_math_17k", "dpo": "ultrafeedback_prefs"}[stage]
-    return f"{DATA}/{(P.data.get(stage) or {}).get('dataset', default)}.jsonl"
 
 
 rule world:
@@ -44,6 +32,8 @@ rule world:
     threads: P["threads"]
     resources:
         gpu=GPUS.get("world", 0),
+    conda:
+        "../environment.gpu.lock.yml"
     shell:
         "python -m psftlib.loaders --profile {params.profile} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
@@ -69,6 +59,8 @@ rule train:
     threads: P["threads"]
     resources:
         gpu=GPUS.get("train", PROCESSES),
+    conda:
+        "../environment.gpu.lock.yml"
     shell:
         "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
         "-m psftlib.hub --profile {params.profile} --run {wildcards.run} > {log} 2>&1"
@@ -96,6 +88,8 @@ rule grpo:
     threads: P["threads"]
     resources:
         gpu=GPUS.get("grpo", PROCESSES),
+    conda:
+        "../environment.gpu.lock.yml"
     shell:
         "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
         "-m psftlib.posttrain --profile {params.profile} --stage grpo --cold-start {wildcards.cold} > {log} 2>&1"
@@ -123,6 +117,8 @@ rule dpo:
     threads: P["threads"]
     resources:
         gpu=GPUS.get("dpo", PROCESSES),
+    conda:
+        "../environment.gpu.lock.yml"
     shell:
         "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
         "-m psftlib.posttrain --profile {params.profile} --stage dpo --cold-start {wildcards.cold} > {log} 2>&1"
@@ -152,6 +148,8 @@ rule eval:
     threads: P["threads"]
     resources:
         gpu=GPUS.get("eval", 1),
+    conda:
+        "../environment.gpu.lock.yml"
     shell:
         "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {params.sets} "
         "--out-dir {params.out_dir} > {log} 2>&1"

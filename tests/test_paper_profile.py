@@ -535,6 +535,9 @@ def test_paper_dag_dry_run_lists_every_table_and_figure_rule():
     assert int(counts["train"]) == len(prof.runs)
     assert int(counts["world"]) == len({s["data"] for s in PAPER["paper"]["run_sources"].values()} |
                                        {"dapo_math_17k", "ultrafeedback_prefs"})  # fmt: skip
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", "config/paper.yaml"],
+                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     assert ("accelerate launch --config_file config/accelerate/fsdp.yaml --num_processes 8 -m psftlib.hub "
             "--profile paper --run psft") in res.stdout  # fmt: skip
 

@@ -1,0 +1,22 @@
+# Helpers shared by the Snakefile and the rule files (Snakemake's lint wants functions apart from rules).
+from psftlib.hub import run_source
+
+
+def with_replicates(runs):
+    """The runs and their seed replicates (seed_replicates in the profile)."""
+    return [r for run in runs for r in replicates(P, run)]
+
+
+def slice_of(*keys):
+    """The part of the profile a job depends on, as a stable string (params trigger re-runs)."""
+    return json.dumps({k: P.data.get(k) for k in keys}, sort_keys=True)
+
+
+def run_data(wc):
+    return f"{DATA}/{run_source(P, wc.run)['data']}.jsonl"
+
+
+def post_data(stage):
+    """The dataset a post-training stage reads: grpo.dataset / dpo.dataset, or the paper's default."""
+    default = {"grpo": "dapo_math_17k", "dpo": "ultrafeedback_prefs"}[stage]
+    return f"{DATA}/{(P.data.get(stage) or {}).get('dataset', default)}.jsonl"
