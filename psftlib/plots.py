@@ -58,7 +58,7 @@ def plot_entropy(
         tb = per_train_batch(df, ["entropy"])  # one point per train batch: the same data for every objective
         return tb.index, tb["entropy"].rolling(smooth, min_periods=1).mean() if smooth > 1 else tb["entropy"]
 
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    fig, ax = plt.subplots(figsize=(8.4, 3.6))
     for run, df in metrics.items():
         style = STYLE.get(run, {"label": run})
         (drawn,) = ax.plot(*line(df), lw=1.6, **style)
@@ -70,7 +70,7 @@ def plot_entropy(
     ax.set_xlabel("step (train batches: one old-policy refresh each)")
     ax.set_ylabel("entropy (nats, trained tokens)")
     ax.set_title(title or "Token entropy during fine-tuning")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
