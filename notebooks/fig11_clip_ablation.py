@@ -28,8 +28,7 @@ import matplotlib.pyplot as plt
 from psftlib.analysis import (
     curves,
     per_train_batch,
-    read_jsonl_frame,
-    run_dir,
+    run_metrics,
     scores_table,
     tables_dir,
     write_csv,
@@ -41,7 +40,7 @@ prof = load_profile(profile)
 labels = {r: f"ε_high = {prof.run_config(r).clip_high:g}".replace("inf", "∞ (no clip)") for r in runs}
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 for run in runs:
-    m = per_train_batch(read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl"), ["entropy", "grad_norm"])
+    m = per_train_batch(run_metrics(profile, run), ["entropy", "grad_norm"])
     axes[0].plot(m.index, m["entropy"], lw=1.3, label=labels[run])
     axes[1].plot(m.index, m["grad_norm"], lw=1.3, label=labels[run])
     c = curves(profile, run)

@@ -24,14 +24,14 @@ runs: list = ["sft", "psft"]  # run names, one line each
 smooth: int = 5  # rolling mean over this many steps; 1 draws raw values
 
 # %%
+from psftlib.analysis import run_metrics
 from psftlib.config import load_profile, replicates
-from psftlib.plots import figures_dir, plot_entropy, read_metrics, save_figure
-from psftlib.train import run_paths
+from psftlib.plots import figures_dir, plot_entropy, save_figure
 
-metrics = {run: read_metrics(run_paths(profile, run)["out"] / "metrics.jsonl") for run in runs}
+metrics = {run: run_metrics(profile, run) for run in runs}
 # the same runs at other seeds (seed_replicates in the profile): thin lines in the run's colour
 prof = load_profile(profile)
-seeds = {run: [read_metrics(run_paths(profile, r)["out"] / "metrics.jsonl") for r in replicates(prof, run)[1:]]
+seeds = {run: [run_metrics(profile, r) for r in replicates(prof, run)[1:]]
          for run in runs}  # fmt: skip
 fig = plot_entropy(metrics, smooth=smooth, title=f"Token entropy ({profile} profile)", replicates=seeds)
 written = save_figure(fig, figures_dir(profile) / "fig1_entropy")

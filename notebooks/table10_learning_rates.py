@@ -30,8 +30,7 @@ from psftlib.analysis import (
     markdown_table,
     paper_sections,
     per_train_batch,
-    read_jsonl_frame,
-    run_dir,
+    run_metrics,
     scores_table,
     write_table,
 )
@@ -43,7 +42,7 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for run in runs:
     cfg = prof.run_config(run)
     label = f"{cfg.objective.upper()} lr {cfg.lr:g}"
-    m = read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl")
+    m = run_metrics(profile, run)
     cols = ["entropy", *(["clip_fraction_high"] if "clip_fraction_high" in m else [])]
     tb = per_train_batch(m, cols)
     axes[0].plot(tb.index, tb["entropy"], lw=1.3, label=label, ls="-" if cfg.objective == "psft" else "--")

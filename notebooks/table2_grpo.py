@@ -30,8 +30,7 @@ from psftlib.analysis import (
     curves,
     markdown_table,
     paper_sections,
-    read_jsonl_frame,
-    run_dir,
+    run_metrics,
     scores_table,
     write_table,
 )
@@ -41,7 +40,7 @@ runs = [f"{c}+grpo" for c in cold_starts]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for cold, run in zip(cold_starts, runs, strict=True):
     style = {**STYLE.get(cold, {}), "label": f"{STYLE.get(cold, {}).get('label', cold)} → GRPO"}
-    m = read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl").dropna(subset=["entropy"])
+    m = run_metrics(profile, run).dropna(subset=["entropy"])
     axes[0].plot(m["train_batch"], m["entropy"], lw=1.4, **style)
     c = curves(profile, run)
     axes[1].plot(c["train_batch"], c["in_domain"], marker="o", ms=3, lw=1.4, **style)

@@ -31,8 +31,7 @@ import numpy as np
 from psftlib.analysis import (
     markdown_table,
     paper_sections,
-    read_jsonl_frame,
-    run_dir,
+    run_metrics,
     scores_table,
     write_table,
 )
@@ -42,7 +41,7 @@ runs = [f"{c}+dpo" for c in cold_starts]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for cold, run in zip(cold_starts, runs, strict=True):
     base_style = STYLE.get(cold, {"label": cold})
-    m = read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl")
+    m = run_metrics(profile, run)
     axes[0].plot(
         m["train_batch"], m["entropy"], lw=1.4, **{**base_style, "label": f"{base_style['label']} → DPO"}
     )

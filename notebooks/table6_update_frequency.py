@@ -29,8 +29,7 @@ from psftlib.analysis import (
     markdown_table,
     paper_sections,
     per_train_batch,
-    read_jsonl_frame,
-    run_dir,
+    run_metrics,
     scores_table,
     write_table,
 )
@@ -49,7 +48,7 @@ def refresh_label(run: str) -> str:
 
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for run in runs:
-    m = per_train_batch(read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl"), ["entropy"])
+    m = per_train_batch(run_metrics(profile, run), ["entropy"])
     ax.plot(m.index, m["entropy"], lw=1.3, label=refresh_label(run))
 ax.set(xlabel="step (train batches)", ylabel="entropy (nats)", title="Figure 12: old-policy update frequency")
 ax.grid(alpha=0.3)

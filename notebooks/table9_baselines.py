@@ -29,8 +29,7 @@ from psftlib.analysis import (
     markdown_table,
     paper_sections,
     per_train_batch,
-    read_jsonl_frame,
-    run_dir,
+    run_metrics,
     scores_table,
     write_table,
 )
@@ -38,7 +37,7 @@ from psftlib.plots import STYLE, figures_dir, save_figure
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for run in runs:
-    m = per_train_batch(read_jsonl_frame(run_dir(profile, run) / "metrics.jsonl"), ["entropy", "nll"])
+    m = per_train_batch(run_metrics(profile, run), ["entropy", "nll"])
     style = STYLE.get(run, {"label": run})
     axes[0].plot(m.index, m["entropy"], lw=1.3, **style)
     axes[1].plot(m.index, m["nll"], lw=1.3, **style)

@@ -31,6 +31,11 @@ def read_jsonl_frame(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def run_metrics(profile: str, run: str, root: Path = ROOT) -> pd.DataFrame:
+    """A finished run's ``metrics.jsonl``: one row per optimizer step."""
+    return read_jsonl_frame(run_dir(profile, run, root) / "metrics.jsonl")
+
+
 def final_scores(profile: str, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, float]:
     """``{task: avg@k}`` of a run's final evaluation (``results/eval/<profile>/<run>/<task_set>.json``)."""
     out: dict[str, float] = {}
@@ -114,7 +119,7 @@ def run_summary(profile: Any, run: str, task_sets: list[str], root: Path = ROOT)
         scores = final_scores(profile.name, run, task_sets, root)
         return {"run": "base", **domain_means(scores), **scores}
     cfg = profile.run_config(run)
-    metrics = read_jsonl_frame(run_dir(profile.name, run, root) / "metrics.jsonl")
+    metrics = run_metrics(profile.name, run, root)
     evals = read_jsonl_frame(run_dir(profile.name, run, root) / "eval.jsonl")
     epochs = per_epoch(metrics, evals)
     last = epochs.iloc[-1]

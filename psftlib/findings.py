@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from psftlib.analysis import boundary_share, per_train_batch, read_jsonl_frame, run_dir
+from psftlib.analysis import boundary_share, per_train_batch, run_dir, run_metrics
 from psftlib.config import ROOT, ConfigError, load_profile, replicates
 
 HOLDS, FAILS, NOISE, NOT_RUN = "holds", "does not hold", "within noise", "not run"
@@ -104,9 +104,7 @@ class Runs:
         return over_seeds([self._last_epoch(r, column) for r in self.replicates(run)])
 
     def _last_epoch(self, run: str, column: str) -> Estimate:
-        m = per_train_batch(
-            read_jsonl_frame(run_dir(self.profile, run, self.root) / "metrics.jsonl"), [column]
-        )
+        m = per_train_batch(run_metrics(self.profile, run, self.root), [column])
         last = m[m["epoch"] == m["epoch"].max()][column]
         return Estimate(
             float(last.mean()), float(last.std(ddof=1) / math.sqrt(len(last))) if len(last) > 1 else 0.0
@@ -115,7 +113,7 @@ class Runs:
     def sawtooth(self, run: str, column: str) -> float:
         """Share of the net drop of ``column`` that happens at epoch boundaries, mean over seeds."""
         return float(np.mean([
-            boundary_share(read_jsonl_frame(run_dir(self.profile, r, self.root) / "metrics.jsonl"), column)
+            boundary_share(run_metrics(self.profile, r, self.root), column)
             for r in self.replicates(run)
         ]))  # fmt: skip
 

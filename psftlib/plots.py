@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,18 +24,6 @@ STYLE = {
     "dft": {"color": "#9467bd", "label": "DFT"},
     "iw_sft": {"color": "#8c564b", "label": "iw-SFT"},
 }
-
-
-def read_metrics(path: str | Path) -> pd.DataFrame:
-    """One row per optimizer step from a run's ``metrics.jsonl``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no metrics (train the run first)")
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    if not rows:
-        raise ValueError(f"{path}: empty metrics file")
-    return pd.DataFrame(rows)
 
 
 def plot_entropy(
