@@ -431,7 +431,8 @@ def train(
         for step in range(state["step"], plan.n_steps):
             started = time.perf_counter()
             objective = plan.objective(step)
-            micro = _micro_batches(examples, plan.indices(step), cfg, pad_token_id, device)
+            idx = plan.indices(step)  # this rank's example indices (the epoch's seeded order, sliced)
+            micro = _micro_batches(examples, idx, cfg, pad_token_id, device)
             old, select = None, None
             if objective == "psft":
                 if step not in state["pending"]:
@@ -480,7 +481,7 @@ def train(
             if not all(math.isfinite(v) for v in row.values()):
                 raise FloatingPointError(f"non-finite metric at step {step + 1}: {row}")
             if cfg.token_sample_rate > 0 or cfg.trace_examples > 0:
-                sampled, traced = _sample_tokens(tensors, micro, plan.indices(step), row, cfg, step, rank)
+                sampled, traced = _sample_tokens(tensors, micro, idx, row, cfg, step, rank)
                 state["token_rows"] += sampled
                 state.setdefault("trace_rows", []).extend(traced)
             state["step"] = step + 1
