@@ -62,6 +62,13 @@ TABLES = "results/tables" if P.name == "mini" else f"results/tables/{P.name}"
 CAL = P.data.get("calibration", {})
 FINDINGS = "results/findings.md" if P.name == "mini" else f"results/{P.name}/findings.md"
 CAL_RUNS = [*CAL.get("sft_grid", []), *CAL.get("psft_grid", []), *CAL.get("matched", [])]
+# Table 1's runs are also evaluated at the checkpoint their in-training in-domain curve selects (§4.1.2;
+# psftlib.eval.selection_score): eval of "<run>@selected". The small world only (hub runs keep no curves).
+SELECTED = (
+    [f"{r}@selected" for r in with_replicates(P["figures"]["table1_main"]["runs"])]
+    if P["world"]["kind"] != "hub" and CURVES and "table1_main" in P["figures"]
+    else []
+)
 
 
 REPORTED = [
@@ -166,7 +173,7 @@ rule table1_main:
         notebook="notebooks/table1_main.py",
         src=["psftlib/analysis.py", "psftlib/paper.py", "results/paper/table1_sft_main.csv"],
         evals=lambda wc: expand(f"results/eval/{P.name}/{{run}}/{{task_set}}.json",
-                                run=["base", *with_replicates(P["figures"]["table1_main"]["runs"])],
+                                run=["base", *with_replicates(P["figures"]["table1_main"]["runs"]), *SELECTED],
                                 task_set=FINAL_SETS),
     output:
         md=f"{TABLES}/table1_main.md",

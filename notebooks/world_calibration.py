@@ -76,6 +76,11 @@ bars = [
      f"configured {configured:g}, rule picks {chosen['lr']:g} ({chosen['run']})"),
     ("configured PSFT lr = SFT lr / 20", abs(prof.run_config("psft").lr - configured / 20) < 1e-12,
      f"{prof.run_config('psft').lr:g}"),
+    *[  # post-training at the paper's ratios to its SFT lr 2e-5: GRPO 1e-6 (Table 12), DPO 5e-7 (Table 14)
+        (f"configured {stage.upper()} lr = SFT lr / {ratio}", abs(prof[stage]["lr"] - configured / ratio) < 1e-12,
+         f"{prof[stage]['lr']:g}")
+        for stage, ratio in (("grpo", 20), ("dpo", 40)) if prof.data.get(stage)
+    ],
 ]  # fmt: skip
 for name, ok, value in bars:
     print(f"{'MET    ' if ok else 'NOT MET'}  {name}: {value}")
@@ -117,7 +122,8 @@ lines = [
     *(f"| {n} | {'yes' if ok else '**no**'} | {v} |" for n, ok, v in bars),
     "",
     f"Rule: SFT lr = the smallest on the grid within {cal['tolerance']} of the grid's best final in-domain score; "
-    "PSFT lr = SFT lr / 20 (paper: 2e-5 / 1e-6).",
+    "PSFT lr = SFT lr / 20 (paper: 2e-5 / 1e-6); GRPO and DPO lrs at the paper's ratios to its SFT lr (GRPO 1e-6,",
+    "Table 12: / 20; DPO 5e-7, Table 14: / 40).",
     "",
     "## Runs",
     "",

@@ -182,6 +182,27 @@ def _gen_kwargs(cfg: EvalConfig) -> dict[str, Any] | None:
     return kw or None
 
 
+_ENV_INFO: dict[str, Any] = {}
+
+
+def _env_info_once() -> None:
+    """lm-eval records the environment on every ``simple_evaluate`` call, through torch's ``collect_env`` (which runs
+    subprocesses: ~1 s per call on our CPU). A training run evaluates many times; collect it once per process."""
+    import lm_eval.evaluator as ev
+
+    original = ev.add_env_info
+    if getattr(original, "once", False):
+        return
+
+    def add_env_info(storage: dict[str, Any]) -> None:
+        if not _ENV_INFO:
+            original(_ENV_INFO)
+        storage.update(_ENV_INFO)
+
+    add_env_info.once = True  # type: ignore[attr-defined]
+    ev.add_env_info = add_env_info
+
+
 def evaluate(
     model: Any,
     tasks: list[str],
@@ -202,6 +223,7 @@ def evaluate(
 
     cfg = cfg or EvalConfig()
     started = time.perf_counter()
+    _env_info_once()
     specs = [task_spec(t, Path(data_dir) if data_dir else None, (fixtures or {}).get(t), cfg) for t in tasks]
     was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
     lm = _lm(model, tokenizer, cfg)
@@ -341,6 +363,15 @@ def make_training_evaluator(profile: Any, tokenizer: Any):
         return out
 
     return evaluator
+
+
+def selection_score(scores: dict[str, float], in_domain_tasks: list[str]) -> float | None:
+    """The checkpoint-selection rule of Table 1 (§4.1.2: "checkpoints selected by in-domain score"): the mean
+    avg@k over the in-domain tasks of an in-training evaluation (``eval.jsonl`` row). The training loop keeps the
+    checkpoint with the highest score, ties going to the later one (so the final checkpoint unless an earlier one
+    is strictly better). None when the in-training subset has no in-domain task (no selection)."""
+    values = [scores[f"{t}/avg_at_k"] for t in in_domain_tasks if f"{t}/avg_at_k" in scores]
+    return float(sum(values) / len(values)) if values else None
 
 
 def main(argv: list[str] | None = None) -> None:

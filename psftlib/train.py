@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -333,12 +334,15 @@ def train(
     encode_report: EncodeReport | None = None,
     evaluator: Any = None,
     eval_every: int = 0,
+    select_checkpoint: Any = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` (at its initial weights) on ``examples`` with ``cfg``; write outputs; return the metrics.
 
     ``evaluator(model) -> {name: score}`` (e.g. :func:`psftlib.eval.make_training_evaluator`) runs before the
     first step and every ``eval_every`` optimizer steps and after the last, appending a line to ``eval.jsonl``
-    (Figures 3, 5, 11, 12 are these curves).
+    (Figures 3, 5, 11, 12 are these curves). With ``select_checkpoint(scores) -> float | None`` (e.g.
+    :func:`psftlib.eval.selection_score`) the checkpoint of the best-scoring evaluation after step 0 (ties: the later) is kept
+    in ``out_dir/selected`` and described in ``out_dir/selected.json`` (Table 1's checkpoint selection).
 
     If ``out_dir/resume`` holds a state from an earlier, interrupted call with the same arguments, training
     continues from it and ends exactly as an uninterrupted run would.
@@ -422,6 +426,12 @@ def train(
             scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
             with open(eval_partial, "a") as f:
                 f.write(json.dumps({**where, **scores}) + "\n")
+            score = (
+                select_checkpoint(scores) if select_checkpoint is not None and done > 0 else None
+            )  # the base is no candidate
+            if score is not None and score >= state.get("selected", {}).get("score", -math.inf):
+                _save_model(model, tokenizer, out_dir / "selected", bool(cfg.lora_r))
+                state["selected"] = {**where, "score": score}
         if world > 1:
             torch.distributed.barrier()
 
@@ -519,11 +529,12 @@ def train(
             rows = [r for part in gathered for r in part]
         if rank == 0 and enabled:
             _write_tokens(out_dir / name, rows, tokenizer)
+    if rank == 0 and "selected" in state:
+        with atomic_write(out_dir / "selected.json") as f:
+            rule = "highest mean in-domain avg@k of the in-training evaluations; ties: the later checkpoint"
+            json.dump({**state["selected"], "rule": rule, "final_step": plan.n_steps}, f, indent=2)
     if rank == 0 and cfg.save_checkpoint:
-        from psftlib.world import save_pretrained_atomic
-
-        final = model.merge_and_unload() if cfg.lora_r else model
-        save_pretrained_atomic(final, tokenizer, out_dir / "checkpoint")
+        _save_model(model, tokenizer, out_dir / "checkpoint", bool(cfg.lora_r))
     if world > 1:
         torch.distributed.barrier()
     if resume_dir.exists() and rank == 0:
@@ -531,6 +542,13 @@ def train(
 
         shutil.rmtree(resume_dir)
     return history
+
+
+def _save_model(model: torch.nn.Module, tokenizer: Any, out: Path, lora: bool) -> None:
+    """A Hugging Face checkpoint of ``model`` (LoRA adapters merged into a copy), written atomically."""
+    from psftlib.world import save_pretrained_atomic
+
+    save_pretrained_atomic(copy.deepcopy(model).merge_and_unload() if lora else model, tokenizer, out)
 
 
 @torch.no_grad()
@@ -678,17 +696,20 @@ def train_run(
         raise FileNotFoundError(f"{paths['base']}: no base model; build the world first (snakemake world)")
     model, tokenizer = load_checkpoint(paths["base"])
     examples, report = encode_all(tokenizer, read_jsonl(paths["train_data"]), cfg.max_length, cfg.truncation)
-    evaluator, every = None, 0
+    evaluator, every, select_checkpoint = None, 0, None
     during = (prof.data.get("eval") or {}).get("during_training")
     if during and during.get("every_train_batches", 0) > 0:
-        from psftlib.eval import make_training_evaluator
+        from psftlib.eval import make_training_evaluator, selection_score
 
         evaluator = make_training_evaluator(prof, tokenizer)
+        in_domain = prof.data["eval"]["task_sets"].get("in_domain", [])
+        select_checkpoint = functools.partial(selection_score, in_domain_tasks=in_domain)
         every = (
             during["every_train_batches"] * cfg.steps_per_train_batch
         )  # same data points for every objective
     return train(cfg, model, examples, out_dir or paths["out"], tokenizer.pad_token_id, tokenizer=tokenizer,
-                 progress=progress, encode_report=report, evaluator=evaluator, eval_every=every)  # fmt: skip
+                 progress=progress, encode_report=report, evaluator=evaluator, eval_every=every,
+                 select_checkpoint=select_checkpoint)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

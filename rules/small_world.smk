@@ -50,6 +50,7 @@ rule train:
         config=f"results/runs/{P.name}/{{run}}/config.json",
         evals=f"results/runs/{P.name}/{{run}}/eval.jsonl",
         checkpoint=directory(f"results/runs/{P.name}/{{run}}/checkpoint"),
+        selected=directory(f"results/runs/{P.name}/{{run}}/selected"),  # Table 1's selection (in-domain curve)
         notebook=f"{NB}/train_{{run}}.ipynb",
     params:
         slice=lambda wc: json.dumps(
@@ -120,18 +121,22 @@ rule dpo:
 
 
 rule eval:
-    """The final task sets, in one process, on a finished run's checkpoint (or the base model: run=base)."""
+    """The final task sets, in one process, on a finished run's final checkpoint (or the base model: run=base; or
+    the checkpoint selected by the run's in-domain curve: run=<run>@selected, Table 1)."""
     input:
         src=SRC["eval"],
         data=rules.world.output.evals,
         checkpoint=lambda wc: (
-            rules.world.output.base if wc.run == "base" else f"results/runs/{P.name}/{wc.run}/checkpoint"
+            rules.world.output.base
+            if wc.run == "base"
+            else f"results/runs/{P.name}/{wc.run.removesuffix('@selected')}/"
+            + ("selected" if wc.run.endswith("@selected") else "checkpoint")
         ),
     output:
         scores=[f"results/eval/{P.name}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
         samples=[f"results/eval/{P.name}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
     wildcard_constraints:
-        run="|".join(map(re.escape, ALL_RUNS)),
+        run="|".join(map(re.escape, ALL_RUNS + SELECTED)),
     params:
         slice=slice_of("eval"),
         profile=P.name,

@@ -158,3 +158,41 @@ def test_bad_batch_sizes_are_refused(tiny_model_and_examples, tmp_path):
         train(_cfg(mini_batch_size=5), model, examples, tmp_path, tok.pad_token_id)
     with pytest.raises(ValueError, match="larger than the dataset"):
         train(_cfg(train_batch_size=64, mini_batch_size=4), model, examples, tmp_path, tok.pad_token_id)
+
+
+def test_checkpoint_selection_keeps_the_best_in_domain_evaluation_ties_to_the_later(
+    tiny_model_and_examples, tmp_path
+):
+    """Table 1's rule (psftlib.eval.selection_score): best mean in-domain avg@k after step 0, ties -> later."""
+    from transformers import AutoModelForCausalLM
+
+    from psftlib.eval import selection_score
+
+    model, tok, examples = tiny_model_and_examples
+    scripted = iter(
+        [0.9, 0.1, 0.5, 0.2, 0.5, 0.3]
+    )  # step 0 (the base: never selected), then steps 2, 4, 6, 8, 10
+    snapshots = {}
+
+    def evaluator(m):
+        score = next(scripted)
+        snapshots[len(snapshots)] = [p.detach().clone() for p in m.parameters()]
+        return {
+            "world_target_3/avg_at_k": score,
+            "world_target_4/avg_at_k": score,
+            "world_skill_sort/avg_at_k": 1.0,
+        }
+
+    select = lambda scores: selection_score(scores, ["world_target_3", "world_target_4"])  # noqa: E731
+    rows = train(_cfg(objective="sft", epochs=5.0, mini_batch_size=16, micro_batch_size=4), model, examples,
+                 tmp_path, tok.pad_token_id, tokenizer=tok, progress=False, evaluator=evaluator, eval_every=2,
+                 select_checkpoint=select)  # fmt: skip
+    assert len(rows) == 10 and len(snapshots) == 6
+    chosen = json.loads((tmp_path / "selected.json").read_text())
+    assert (
+        chosen["step"] == 8 and chosen["score"] == 0.5 and chosen["final_step"] == 10
+    )  # 0.5 at steps 4 and 8
+    kept = AutoModelForCausalLM.from_pretrained(str(tmp_path / "selected"))
+    for p, q in zip(snapshots[4], kept.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert selection_score({"world_skill_sort/avg_at_k": 1.0}, ["world_target_3"]) is None
