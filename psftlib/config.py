@@ -76,6 +76,9 @@ class TrainConfig:
     logprob_chunk_size: int | None = 1024  # tokens per LM-head chunk; None: full-logits path
     gradient_checkpointing: bool = False
     bf16: bool = False  # bf16 autocast (GPU only; ignored on CPU)
+    fsdp: bool = (
+        False  # with several processes: shard parameters, gradients and AdamW states (FSDP2, per layer)
+    )
     lora_r: int = 0  # > 0: train LoRA adapters of this rank (peft); the reference is the adapters disabled
     lora_alpha: int = 16
     # telemetry and outputs

@@ -84,6 +84,21 @@ def _check_plain_head(model: torch.nn.Module) -> torch.nn.Module:
     return head
 
 
+class ShardedRoot(torch.nn.Module):
+    """The FSDP root around a causal LM (``psftlib.train`` with ``fsdp``): the log-prob paths run as this module's
+    forward, so FSDP gathers the parameters outside the decoder layers (embeddings, final norm, LM head) for them,
+    and reduce-scatters their gradients after, although the chunked head reads ``lm_head.weight`` directly."""
+
+    def __init__(self, lm: torch.nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(
+        self, fn, *args, **kwargs
+    ):  # fn: token_logprobs or full_logprobs, applied to the wrapped model
+        return fn(self.lm, *args, **kwargs)
+
+
 def token_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -98,6 +113,15 @@ def token_logprobs(
     the chunked path to the positions that matter; outside it the outputs are 0. Align a loss mask with
     ``mask[:, 1:]``. Log-softmax is taken in fp32 whatever the model's dtype.
     """
+    if isinstance(model, ShardedRoot):
+        return model(
+            token_logprobs,
+            input_ids,
+            attention_mask,
+            with_stats,
+            score_mask=score_mask,
+            chunk_size=chunk_size,
+        )
     if chunk_size is None:
         return gather_token_logprobs(
             full_logprobs(model, input_ids, attention_mask), input_ids, score_mask, with_stats
@@ -125,6 +149,8 @@ def full_logprobs(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """The plain path: log-softmax over the whole vocabulary at every position, fp32, ``[B, T-1, V]``."""
+    if isinstance(model, ShardedRoot):
+        return model(full_logprobs, input_ids, attention_mask)
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [B, T-1, V]
     return torch.log_softmax(logits.float(), dim=-1)
 

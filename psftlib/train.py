@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from psftlib.config import ROOT, ConfigError, TrainConfig, load_profile, parse_overrides
 from psftlib.data import EncodeReport, Example, atomic_write, collate, encode_all, read_jsonl
-from psftlib.logprobs import full_logprobs, full_vocab_kl, gather_token_logprobs, token_logprobs
+from psftlib.logprobs import ShardedRoot, full_logprobs, full_vocab_kl, gather_token_logprobs, token_logprobs
 from psftlib.objectives import dft_loss, iw_sft_loss, psft_loss, sft_kl_loss, sft_loss
 
 METRIC_KEYS = (
@@ -368,6 +368,18 @@ def train(
         "psft" in objectives_used and cfg.old_policy_refresh == "never"
     )
     reference = _Reference(model, bool(cfg.lora_r)) if needs_ref else None
+    fsdp = cfg.fsdp and world > 1
+    if fsdp:
+        if cfg.lora_r:
+            raise ConfigError("fsdp: not supported with lora_r > 0 (LoRA adapters are small: leave fsdp off)")
+        if evaluator is not None:
+            raise ConfigError(
+                "fsdp: in-training evaluation runs on rank 0 with the whole model; turn one off"
+            )
+        model = _shard(model, cfg.bf16 and device.type == "cuda")
+        if reference is not None:
+            reference.model = _shard(reference.model, cfg.bf16 and device.type == "cuda")
+        autocast = None  # the sharding's mixed-precision policy casts instead
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
@@ -456,13 +468,14 @@ def train(
             parts, tensors = backward_mini_batch(
                 model, micro, objective, cfg, old, select, reference, autocast
             )
-            if (
-                world > 1
-            ):  # exact global gradient: each rank's loss is already divided by the global token count
-                for p in params:
+            if world > 1 and not fsdp:  # exact global gradient: each rank's loss is already divided by the
+                for p in (
+                    params
+                ):  # global token count, so the ranks' gradients are summed (FSDP: reduce-scattered)
                     if p.grad is not None:
                         _all_reduce(p.grad)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
             optimizer.step()
 
             step_s = time.perf_counter() - started
@@ -533,7 +546,18 @@ def train(
         with atomic_write(out_dir / "selected.json") as f:
             rule = "highest mean in-domain avg@k of the in-training evaluations; ties: the later checkpoint"
             json.dump({**state["selected"], "rule": rule, "final_step": plan.n_steps}, f, indent=2)
-    if rank == 0 and cfg.save_checkpoint:
+    if (
+        fsdp and cfg.save_checkpoint
+    ):  # every rank takes part in gathering the full weights; rank 0 writes them
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rank == 0:
+            from psftlib.world import save_pretrained_atomic
+
+            full = {k.removeprefix("lm."): v for k, v in full.items()}  # ShardedRoot's prefix
+            save_pretrained_atomic(model.lm, tokenizer, out_dir / "checkpoint", state_dict=full)
+    elif rank == 0 and cfg.save_checkpoint:
         _save_model(model, tokenizer, out_dir / "checkpoint", bool(cfg.lora_r))
     if world > 1:
         torch.distributed.barrier()
@@ -542,6 +566,27 @@ def train(
 
         shutil.rmtree(resume_dir)
     return history
+
+
+def _shard(model: torch.nn.Module, bf16: bool) -> ShardedRoot:
+    """FSDP2 (``fully_shard``): each decoder layer one unit, then the rest (embeddings, norm, LM head) under a
+    :class:`~psftlib.logprobs.ShardedRoot`, which the log-prob functions call through. The gradient reduction sums
+    instead of averaging: each rank's loss is already divided by the global token count."""
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+    kwargs = {"mp_policy": policy} if policy is not None else {}
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    if not layers:
+        raise ConfigError(f"fsdp: no *DecoderLayer modules in {type(model).__name__} to shard")
+    for layer in layers:
+        fully_shard(layer, **kwargs)
+    root = fully_shard(ShardedRoot(model), **kwargs)
+    for module in root.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no PREMUL_SUM)
+    return root
 
 
 def _save_model(model: torch.nn.Module, tokenizer: Any, out: Path, lora: bool) -> None:
@@ -698,6 +743,9 @@ def train_run(
     examples, report = encode_all(tokenizer, read_jsonl(paths["train_data"]), cfg.max_length, cfg.truncation)
     evaluator, every, select_checkpoint = None, 0, None
     during = (prof.data.get("eval") or {}).get("during_training")
+    if cfg.fsdp and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        during = None  # the in-training evaluation generates on rank 0 with the whole model: not under FSDP
+        print("fsdp: no in-training evaluation (curves) in this run", file=sys.stderr)
     if during and during.get("every_train_batches", 0) > 0:
         from psftlib.eval import make_training_evaluator, selection_score
 

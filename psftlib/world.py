@@ -102,13 +102,16 @@ def build_model(model_cfg: dict[str, Any], tokenizer: Any, seed: int) -> torch.n
     return Qwen2ForCausalLM(config).float()
 
 
-def save_pretrained_atomic(model: Any, tokenizer: Any, out: str | Path) -> None:
-    """``save_pretrained`` into a temp folder beside ``out``, then swap it in."""
+def save_pretrained_atomic(
+    model: Any, tokenizer: Any, out: str | Path, state_dict: dict | None = None
+) -> None:
+    """``save_pretrained`` (of ``state_dict`` if given: a sharded model's gathered weights) into a temp folder beside
+    ``out``, then swap it in."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if out.exists():

@@ -1,4 +1,5 @@
-"""The loop under `accelerate launch` with 2 CPU processes (gloo) equals one process: global token-mean."""
+"""The loop under `accelerate launch` with 2 CPU processes (gloo) equals one process: global token-mean, with the
+model replicated (gradients all-reduced by hand) or sharded (FSDP2: parameters, gradients, AdamW states)."""
 
 import os
 import subprocess
@@ -13,10 +14,10 @@ from safetensors.torch import load_file
 from psftlib.config import ROOT
 
 
-def _launch(out: Path, processes: int):
+def _launch(out: Path, processes: int, *extra: str):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
     args = ["-m", "psftlib.train", "--profile", "smoke", "--run", "psft", "--out", str(out), "--set", "epochs=2.0",
-            "micro_batch_size=1"]  # fmt: skip
+            "micro_batch_size=1", *extra]  # fmt: skip
     if processes == 1:
         cmd = [sys.executable, *args]
     else:
@@ -27,14 +28,18 @@ def _launch(out: Path, processes: int):
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_same_losses_and_weights_as_one(smoke_world_in_results, tmp_path):
-    one = _launch(tmp_path / "one", 1)
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp"])
+def test_two_processes_give_the_same_losses_and_weights_as_one(smoke_world_in_results, tmp_path, fsdp):
+    extra = ["fsdp=true"] if fsdp else []
+    one = _launch(tmp_path / "one", 1, *extra)  # one process: fsdp has nothing to shard, the plain loop runs
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _launch(tmp_path / "two", 2)
+    two = _launch(tmp_path / "two", 2, *extra)
     assert two.returncode == 0, two.stderr[-3000:]
     import json
 
     assert json.loads((tmp_path / "two" / "config.json").read_text())["processes"] == 2  # really two ranks
+    if fsdp:
+        assert "fsdp: no in-training evaluation" in two.stderr
     a = pd.read_json(tmp_path / "one" / "metrics.jsonl", lines=True)
     b = pd.read_json(tmp_path / "two" / "metrics.jsonl", lines=True)
     for col in ("loss", "nll", "entropy", "clip_fraction_high", "ratio_mean", "ratio_max", "grad_norm"):
