@@ -35,7 +35,10 @@ from psftlib.analysis import (
     scores_table,
     write_table,
 )
+from psftlib.config import load_profile
 from psftlib.plots import STYLE, figures_dir, save_figure
+
+prof = load_profile(profile)
 
 runs = [f"{c}+dpo" for c in cold_starts]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -82,7 +85,8 @@ written += save_figure(fig, figures_dir(profile) / "fig7_alignment_tax")
 
 # %%
 lines = ["# Table 3: alignment after DPO", "",
-         f"## This run (profile `{profile}`; alignment = rule-based format following; DPO lr is a placeholder)", "",
+         f"## This run (profile `{profile}`; alignment = rule-based format following; DPO lr {prof['dpo']['lr']:g} = SFT "
+         f"lr / {prof.run_config('sft').lr / prof['dpo']['lr']:.3g}, paper: / 40 (Table 14: 5e-7 vs 2e-5))", "",
          markdown_table(ours, "run"), "", *paper_sections("table3_dpo_alignment", "Table 3")]  # fmt: skip
 write_table(profile, "table3_dpo", lines, ours)
 print("\n".join(lines[:10]))
