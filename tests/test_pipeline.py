@@ -131,6 +131,12 @@ def test_smoke_dag_runs_end_to_end():
         assert p.exists(), path
         assert p.is_dir() or p.stat().st_size > 0, path
     assert (ROOT / "results" / "smoke" / "report.html").stat().st_size > 100_000  # figures are embedded
+    table1 = (ROOT / "results" / "tables" / "smoke" / "table1_main.md").read_text()
+    assert "### Selected checkpoints" in table1 and "### Final checkpoints" in table1  # §4.1.2's selection
+    for run in prof["figures"]["table1_main"]["runs"]:
+        chosen = json.loads((ROOT / "results" / "runs" / "smoke" / run / "selected.json").read_text())
+        assert 0 < chosen["step"] <= chosen["final_step"]
+        assert (ROOT / "results" / "eval" / "smoke" / f"{run}@selected" / "in_domain.json").exists()
     # a second run has nothing to do; editing a figure notebook re-runs that figure (and the report) only (a bare
     # touch does not: Snakemake compares small inputs by checksum, not only by mtime)
     again = subprocess.run([*SNAKEMAKE, "-n", "--config", "profile=smoke"], cwd=ROOT, capture_output=True, text=True,
