@@ -162,23 +162,15 @@ def selected_table(profile: str, runs: list[str], task_sets: list[str], root: Pa
     """Table 1 at the selected checkpoints (§4.1.2): rows ``runs``, the scores of ``<run>@selected`` (the checkpoint
     of the best in-training in-domain score, ``psftlib.eval.selection_score``) and where it was taken
     (``selected_epoch`` of the run's ``epochs``). Empty when the runs keep no selection (hub runs)."""
-    rows = {}
-    for run in runs:
-        info = run_dir(profile, run, root) / "selected.json"
-        if not info.exists():
-            return pd.DataFrame()
-        sel = json.loads(info.read_text())
-        scores = final_scores(profile, f"{run}@selected", task_sets, root)
-        rows[run] = {
-            "selected_epoch": sel["epoch"],
-            "selected_on": sel["score"],
-            **scores,
-            **domain_means(scores),
-        }
-    table = pd.DataFrame(rows).T
-    targets = sorted(c for c in table if c.startswith("world_target_"))
-    skills = [c for c in table if c.startswith("world_skill_")]
-    return table[["selected_epoch", "selected_on", *targets, "in_domain", *skills, "out_of_domain"]]
+    infos = [run_dir(profile, run, root) / "selected.json" for run in runs]
+    if not all(info.exists() for info in infos):
+        return pd.DataFrame()
+    table = scores_table(profile, [f"{run}@selected" for run in runs], task_sets, root)
+    table.index = runs
+    chosen = [json.loads(info.read_text()) for info in infos]
+    table.insert(0, "selected_on", [c["score"] for c in chosen])
+    table.insert(0, "selected_epoch", [c["epoch"] for c in chosen])
+    return table
 
 
 def seed_spread_table(profile: Any, runs: list[str], root: Path = ROOT) -> pd.DataFrame:

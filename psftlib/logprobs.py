@@ -93,9 +93,8 @@ class ShardedRoot(torch.nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(
-        self, fn, *args, **kwargs
-    ):  # fn: token_logprobs or full_logprobs, applied to the wrapped model
+    def forward(self, fn, *args, **kwargs):
+        """``fn`` (:func:`token_logprobs` or :func:`full_logprobs`) applied to the wrapped model."""
         return fn(self.lm, *args, **kwargs)
 
 

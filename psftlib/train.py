@@ -438,9 +438,8 @@ def train(
             scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
             with open(eval_partial, "a") as f:
                 f.write(json.dumps({**where, **scores}) + "\n")
-            score = (
-                select_checkpoint(scores) if select_checkpoint is not None and done > 0 else None
-            )  # the base is no candidate
+            # the base (step 0) is no candidate
+            score = select_checkpoint(scores) if select_checkpoint is not None and done > 0 else None
             if score is not None and score >= state.get("selected", {}).get("score", -math.inf):
                 _save_model(model, tokenizer, out_dir / "selected", bool(cfg.lora_r))
                 state["selected"] = {**where, "score": score}
@@ -468,10 +467,10 @@ def train(
             parts, tensors = backward_mini_batch(
                 model, micro, objective, cfg, old, select, reference, autocast
             )
-            if world > 1 and not fsdp:  # exact global gradient: each rank's loss is already divided by the
-                for p in (
-                    params
-                ):  # global token count, so the ranks' gradients are summed (FSDP: reduce-scattered)
+            # exact global gradient: each rank's loss is already divided by the global token count, so the ranks'
+            # gradients are summed (under FSDP the sharding reduce-scatters them)
+            if world > 1 and not fsdp:
+                for p in params:
                     if p.grad is not None:
                         _all_reduce(p.grad)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -546,19 +545,9 @@ def train(
         with atomic_write(out_dir / "selected.json") as f:
             rule = "highest mean in-domain avg@k of the in-training evaluations; ties: the later checkpoint"
             json.dump({**state["selected"], "rule": rule, "final_step": plan.n_steps}, f, indent=2)
-    if (
-        fsdp and cfg.save_checkpoint
-    ):  # every rank takes part in gathering the full weights; rank 0 writes them
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if rank == 0:
-            from psftlib.world import save_pretrained_atomic
-
-            full = {k.removeprefix("lm."): v for k, v in full.items()}  # ShardedRoot's prefix
-            save_pretrained_atomic(model.lm, tokenizer, out_dir / "checkpoint", state_dict=full)
-    elif rank == 0 and cfg.save_checkpoint:
-        _save_model(model, tokenizer, out_dir / "checkpoint", bool(cfg.lora_r))
+    # under FSDP every rank takes part in gathering the weights
+    if cfg.save_checkpoint and (rank == 0 or fsdp):
+        _save_model(model, tokenizer, out_dir / "checkpoint", bool(cfg.lora_r), rank)
     if world > 1:
         torch.distributed.barrier()
     if resume_dir.exists() and rank == 0:
@@ -589,10 +578,19 @@ def _shard(model: torch.nn.Module, bf16: bool) -> ShardedRoot:
     return root
 
 
-def _save_model(model: torch.nn.Module, tokenizer: Any, out: Path, lora: bool) -> None:
-    """A Hugging Face checkpoint of ``model`` (LoRA adapters merged into a copy), written atomically."""
+def _save_model(model: torch.nn.Module, tokenizer: Any, out: Path, lora: bool, rank: int = 0) -> None:
+    """A Hugging Face checkpoint of ``model`` (LoRA adapters merged into a copy), written atomically by rank 0.
+    A :class:`ShardedRoot` (FSDP) is gathered first, which every rank must call for."""
     from psftlib.world import save_pretrained_atomic
 
+    if isinstance(model, ShardedRoot):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rank == 0:
+            full = {k.removeprefix("lm."): v for k, v in full.items()}  # ShardedRoot's prefix
+            save_pretrained_atomic(model.lm, tokenizer, out, state_dict=full)
+        return
     save_pretrained_atomic(copy.deepcopy(model).merge_and_unload() if lora else model, tokenizer, out)
 
 
