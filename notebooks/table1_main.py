@@ -46,6 +46,21 @@ from psftlib.config import load_profile
 from psftlib.paper import load_paper_table
 
 prof = load_profile(profile)
+controls = [r for r in ("sft_as_psft", "psft_as_sft") if r in runs]  # ours, not in the paper
+if prof["world"]["kind"] == "hub":
+    scale, domains = (
+        "the paper's models and data",
+        "In-domain and out-of-domain: the profile's `eval.task_sets`.",
+    )
+else:
+    scale = (
+        f"the small world, a {prof['model']['hidden_size']}-wide {prof['model']['num_hidden_layers']}-layer "
+        "Qwen2 base"
+    )
+    domains = (
+        f"In-domain: avg@k on chains of {' / '.join(map(str, prof['world']['levels']))} terms (`world_target_*`); "
+        "out-of-domain: base skills and format following (`world_skill_*`, greedy)."
+    )
 ours = scores_table(prof.name, ["base", *runs], ["in_domain", "out_of_domain"])
 selected = selected_table(prof.name, runs, ["in_domain", "out_of_domain"])
 selected
@@ -74,11 +89,11 @@ paper[paper["model"] == paper["model"].iloc[0]].pivot_table(
 lines = [
     "# Table 1: in-domain and out-of-domain scores after fine-tuning",
     "",
-    f"## This run (profile `{prof.name}`: the small world, a {prof['model']['hidden_size']}-wide "
-    f"{prof['model']['num_hidden_layers']}-layer Qwen2 base)",
+    f"## This run (profile `{prof.name}`: {scale})",
     "",
-    "In-domain: avg@k on chains of 3 / 4 / 5 terms (`world_target_*`); out-of-domain: base skills and format",
-    "following (`world_skill_*`, greedy). `sft_as_psft`, `psft_as_sft`: our controls, not in the paper.",
+    domains
+    + "".join(f" `{c}`" + ("," if i < len(controls) - 1 else ":") for i, c in enumerate(controls))
+    + (" our controls, not in the paper." if controls else ""),
     "",
     *(
         [

@@ -374,6 +374,37 @@ def selection_score(scores: dict[str, float], in_domain_tasks: list[str]) -> flo
     return float(sum(values) / len(values)) if values else None
 
 
+def reuse_final_eval(
+    checkpoint: str | Path, final_dir: str | Path, task_sets: list[str], out_dir: str | Path
+) -> bool:
+    """Write the evaluation of a selected checkpoint (``<run>/selected``) as a copy of the final checkpoint's,
+    when ``<run>/selected.json`` says the selection *is* the final step; False (nothing written) otherwise.
+
+    The two checkpoints then hold the same weights and the evaluation is seeded, so evaluating again would only
+    reproduce the same samples byte for byte (checked on the mini profile) at the cost of a full evaluation.
+    The copy names the selected checkpoint and says where it came from (``reused_from``).
+    """
+    info_path = Path(checkpoint).parent / "selected.json"
+    if not info_path.exists():
+        raise EvalError(f"{info_path}: missing; --reuse-final needs the run's selection record")
+    info = json.loads(info_path.read_text())
+    if info.get("step") != info.get("final_step"):
+        return False
+    for name in task_sets:
+        src, dst = Path(final_dir) / name, Path(out_dir) / name
+        for suffix in (".json", ".samples.jsonl"):
+            if not Path(f"{src}{suffix}").exists():
+                raise EvalError(f"{src}{suffix}: missing; the final checkpoint's evaluation must run first")
+        summary = json.loads(Path(f"{src}.json").read_text())
+        summary.update(checkpoint=str(checkpoint), reused_from=str(final_dir))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(Path(f"{dst}.samples.jsonl"), "wb") as f:
+            f.write(Path(f"{src}.samples.jsonl").read_bytes())
+        with atomic_write(Path(f"{dst}.json")) as f:
+            json.dump(summary, f, indent=2, default=str)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -386,7 +417,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out-dir", required=True, help="writes <out-dir>/<task set>.json and .samples.jsonl"
     )
+    parser.add_argument(
+        "--reuse-final",
+        default=None,
+        metavar="DIR",
+        help="for a run's selected checkpoint: if its selected.json names the final step, copy the final "
+        "checkpoint's evaluation from DIR instead of running it again (same weights, same seed)",
+    )
     args = parser.parse_args(argv)
+    if args.reuse_final and reuse_final_eval(args.checkpoint, args.reuse_final, args.task_sets, args.out_dir):
+        print(f"{args.checkpoint} is the final checkpoint: copied its evaluation from {args.reuse_final}")
+        return
     from psftlib.config import load_profile
     from psftlib.train import run_paths, set_threads
 

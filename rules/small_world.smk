@@ -132,6 +132,12 @@ rule eval:
             else f"results/runs/{P.name}/{wc.run.removesuffix('@selected')}/"
             + ("selected" if wc.run.endswith("@selected") else "checkpoint")
         ),
+        # a selected checkpoint that is the final one reuses the final evaluation (psftlib.eval.reuse_final_eval)
+        final_eval=lambda wc: (
+            [f"results/eval/{P.name}/{wc.run.removesuffix('@selected')}/{s}.json" for s in FINAL_SETS]
+            if wc.run.endswith("@selected")
+            else []
+        ),
     output:
         scores=[f"results/eval/{P.name}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
         samples=[f"results/eval/{P.name}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
@@ -142,6 +148,11 @@ rule eval:
         profile=P.name,
         sets=" ".join(FINAL_SETS),
         out_dir=lambda wc: f"results/eval/{P.name}/{wc.run}",
+        reuse=lambda wc: (
+            f"--reuse-final results/eval/{P.name}/{wc.run.removesuffix('@selected')}"
+            if wc.run.endswith("@selected")
+            else ""
+        ),
     log:
         f"{LOGS}/eval_{{run}}.log",
     benchmark:
@@ -151,4 +162,5 @@ rule eval:
         "../environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} python -m psftlib.eval --profile {params.profile} "
-        "--checkpoint {input.checkpoint} --task-sets {params.sets} --out-dir {params.out_dir} > {log} 2>&1"
+        "--checkpoint {input.checkpoint} --task-sets {params.sets} --out-dir {params.out_dir} {params.reuse} "
+        "> {log} 2>&1"

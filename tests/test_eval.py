@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from psftlib.data import DataError
-from psftlib.eval import TASK_DIR, EvalConfig, EvalError, evaluate, task_spec
+from psftlib.eval import TASK_DIR, EvalConfig, EvalError, evaluate, reuse_final_eval, task_spec
 from psftlib.smallworld import SYSTEM_PROMPT
 from psftlib.verify import extract_answer, is_correct
 
@@ -138,3 +138,26 @@ def test_evaluate_gives_an_in_memory_model_back_in_the_mode_it_found_it(smoke_wo
         model.train(training)
         evaluate(model, ["world_target_3"], cfg, tokenizer=tok, data_dir=smoke_world / "data")
         assert model.training is training
+
+
+def test_a_selected_checkpoint_that_is_the_final_one_reuses_the_final_evaluation(tmp_path):
+    run, final = tmp_path / "runs" / "r", tmp_path / "eval" / "r"
+    (run / "selected").mkdir(parents=True)
+    final.mkdir(parents=True)
+    (final / "in_domain.json").write_text(json.dumps({"scores": {"t": {"avg_at_k": 0.5}}, "checkpoint": "x"}))
+    (final / "in_domain.samples.jsonl").write_text('{"doc_id": 0}\n')
+    out = tmp_path / "eval" / "r@selected"
+
+    (run / "selected.json").write_text(json.dumps({"step": 4, "final_step": 8}))
+    assert not reuse_final_eval(run / "selected", final, ["in_domain"], out)  # an earlier step: evaluate it
+    assert not out.exists()
+
+    (run / "selected.json").write_text(json.dumps({"step": 8, "final_step": 8}))
+    assert reuse_final_eval(run / "selected", final, ["in_domain"], out)
+    copied = json.loads((out / "in_domain.json").read_text())
+    assert copied["scores"] == {"t": {"avg_at_k": 0.5}}
+    assert copied["checkpoint"] == str(run / "selected") and copied["reused_from"] == str(final)
+    assert (out / "in_domain.samples.jsonl").read_bytes() == (final / "in_domain.samples.jsonl").read_bytes()
+
+    with pytest.raises(EvalError, match="out_of_domain.json: missing"):
+        reuse_final_eval(run / "selected", final, ["out_of_domain"], out)
