@@ -136,7 +136,11 @@ def test_smoke_dag_runs_end_to_end():
     for run in prof["figures"]["table1_main"]["runs"]:
         chosen = json.loads((ROOT / "results" / "runs" / "smoke" / run / "selected.json").read_text())
         assert 0 < chosen["step"] <= chosen["final_step"]
-        assert (ROOT / "results" / "eval" / "smoke" / f"{run}@selected" / "in_domain.json").exists()
+        scores = json.loads(
+            (ROOT / "results" / "eval" / "smoke" / f"{run}@selected" / "in_domain.json").read_text()
+        )
+        # the final checkpoint's evaluation is reused when the selection is the final step, and only then
+        assert ("reused_from" in scores) == (chosen["step"] == chosen["final_step"])
     # a second run has nothing to do; editing a figure notebook re-runs that figure (and the report) only (a bare
     # touch does not: Snakemake compares small inputs by checksum, not only by mtime)
     again = subprocess.run([*SNAKEMAKE, "-n", "--config", "profile=smoke"], cwd=ROOT, capture_output=True, text=True,
