@@ -62,6 +62,9 @@ rule train:
         f"{LOGS}/train_{{run}}.log",
     benchmark:
         f"{BENCH}/train_{{run}}.tsv"
+    # longer runs first: `psft_prolong` (twice the epochs) heads a serial chain (DPO, its evaluation, Table 3,
+    # the report); started last, it left one core idle at the end of the mini DAG
+    priority: lambda wc: int(P.data["runs"][wc.run].get("epochs", 0) > P.data["train"].get("epochs", 0))
     threads: P["threads"]
     conda:
         "../environment.lock.yml"
