@@ -92,8 +92,7 @@ lines = [
     f"## This run (profile `{prof.name}`: {scale})",
     "",
     domains
-    + "".join(f" `{c}`" + ("," if i < len(controls) - 1 else ":") for i, c in enumerate(controls))
-    + (" our controls, not in the paper." if controls else ""),
+    + (f" {', '.join(f'`{c}`' for c in controls)}: our controls, not in the paper." if controls else ""),
     "",
     *(
         [

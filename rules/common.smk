@@ -20,3 +20,14 @@ def post_data(stage):
     """The dataset a post-training stage reads: grpo.dataset / dpo.dataset, or the paper's default."""
     default = {"grpo": "dapo_math_17k", "dpo": "ultrafeedback_prefs"}[stage]
     return f"{DATA}/{(P.data.get(stage) or {}).get('dataset', default)}.jsonl"
+
+
+def selected_of(run):
+    """``<run>`` for an evaluation of ``<run>@selected`` (Table 1's selected checkpoint), else None."""
+    return run.removesuffix("@selected") if run.endswith("@selected") else None
+
+
+def is_longer(run):
+    """1 for a run with more epochs than the profile's shortest (`psft_prolong`), else 0: a Snakemake priority."""
+    epochs = {r: P.run_config(r).epochs for r in P.runs}
+    return int(epochs[run] > min(epochs.values()))

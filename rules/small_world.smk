@@ -64,7 +64,7 @@ rule train:
         f"{BENCH}/train_{{run}}.tsv"
     # longer runs first: `psft_prolong` (twice the epochs) heads a serial chain (DPO, its evaluation, Table 3,
     # the report); started last, it left one core idle at the end of the mini DAG
-    priority: lambda wc: int(P.data["runs"][wc.run].get("epochs", 0) > P.data["train"].get("epochs", 0))
+    priority: lambda wc: is_longer(wc.run)
     threads: P["threads"]
     conda:
         "../environment.lock.yml"
@@ -132,13 +132,14 @@ rule eval:
         checkpoint=lambda wc: (
             rules.world.output.base
             if wc.run == "base"
-            else f"results/runs/{P.name}/{wc.run.removesuffix('@selected')}/"
-            + ("selected" if wc.run.endswith("@selected") else "checkpoint")
+            else f"results/runs/{P.name}/{selected_of(wc.run)}/selected"
+            if selected_of(wc.run)
+            else f"results/runs/{P.name}/{wc.run}/checkpoint"
         ),
         # a selected checkpoint that is the final one reuses the final evaluation (psftlib.eval.reuse_final_eval)
         final_eval=lambda wc: (
-            [f"results/eval/{P.name}/{wc.run.removesuffix('@selected')}/{s}.json" for s in FINAL_SETS]
-            if wc.run.endswith("@selected")
+            [f"results/eval/{P.name}/{selected_of(wc.run)}/{s}.json" for s in FINAL_SETS]
+            if selected_of(wc.run)
             else []
         ),
     output:
@@ -151,11 +152,7 @@ rule eval:
         profile=P.name,
         sets=" ".join(FINAL_SETS),
         out_dir=lambda wc: f"results/eval/{P.name}/{wc.run}",
-        reuse=lambda wc: (
-            f"--reuse-final results/eval/{P.name}/{wc.run.removesuffix('@selected')}"
-            if wc.run.endswith("@selected")
-            else ""
-        ),
+        reuse=lambda wc: f"--reuse-final results/eval/{P.name}/{selected_of(wc.run)}" if selected_of(wc.run) else "",
     log:
         f"{LOGS}/eval_{{run}}.log",
     benchmark:
