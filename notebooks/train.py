@@ -24,6 +24,9 @@ profile: str = "mini"  # config/<profile>.yaml
 run: str = "psft"  # a name under runs: in the profile
 overrides: dict = {}  # TrainConfig fields to change, e.g. {"lr": 5e-4, "epochs": 2.0}
 out_dir: str = ""  # empty: results/runs/<profile>/<run>
+# the base model's in-training evaluation (psftlib.eval --initial-curves), read as step 0 of the curves instead of
+# evaluating it again; empty: evaluate it here
+initial_curves: str = ""
 
 # %%
 import dataclasses
@@ -36,7 +39,7 @@ print(f"torch threads: {set_threads(prof['threads'])}")
 print(dataclasses.asdict(prof.run_config(run, overrides)))
 
 # %%
-history = train_run(profile, run, overrides, out_dir or None)
+history = train_run(profile, run, overrides, out_dir or None, initial_curves=initial_curves or None)
 
 # %% [markdown]
 # ## What happened

@@ -74,6 +74,8 @@ class TrainConfig:
     truncation: str = "drop"  # longer sequences: "drop" them or "truncate" the response (no EOS then)
     # compute
     logprob_chunk_size: int | None = 1024  # tokens per LM-head chunk; None: full-logits path
+    refresh_batch_size: int | None = None  # sequences per no-grad forward of an old-policy refresh (verl's
+    # log_prob_micro_batch_size); None: one mini batch per forward. Larger: fewer, fuller forwards (CPU speed)
     gradient_checkpointing: bool = False
     bf16: bool = False  # bf16 autocast (GPU only; ignored on CPU)
     fsdp: bool = (
@@ -120,6 +122,8 @@ class TrainConfig:
             raise ConfigError(
                 f"old_policy_refresh: {refresh!r} is not 'train_batch', 'never' or a positive integer"
             )
+        if self.refresh_batch_size is not None and self.refresh_batch_size < 1:
+            raise ConfigError(f"refresh_batch_size: must be >= 1 or null, got {self.refresh_batch_size}")
         if self.entropy_top_fraction is not None and not 0 < self.entropy_top_fraction <= 1:
             raise ConfigError(f"entropy_top_fraction: must be in (0, 1], got {self.entropy_top_fraction}")
         for name, allowed in (

@@ -36,6 +36,32 @@ rule world:
         "-p profile {params.profile} > {log} 2>&1"
 
 
+rule initial_curves:
+    """The base model on the in-training subset (eval.during_training): step 0 of every run's curves, evaluated
+    once (each run would compute the same seeded scores; the runs check the base's fingerprint)."""
+    input:
+        src=SRC["eval"],
+        data=rules.world.output.train,
+        heldout=rules.world.output.heldout,
+        evals=rules.world.output.evals,
+        base=rules.world.output.base,
+    output:
+        f"results/eval/{P.name}/base/initial_curves.json",
+    params:
+        slice=slice_of("eval"),
+        profile=P.name,
+    log:
+        f"{LOGS}/initial_curves.log",
+    benchmark:
+        f"{BENCH}/initial_curves.tsv"
+    threads: P["threads"]
+    conda:
+        "../environment.lock.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m psftlib.eval --profile {params.profile} --checkpoint {input.base} "
+        "--initial-curves {output} > {log} 2>&1"
+
+
 rule train:
     """One SFT or PSFT run (runs.<run> in the profile) from the base model."""
     input:
@@ -45,6 +71,7 @@ rule train:
         heldout=rules.world.output.heldout,
         evals=rules.world.output.evals,
         base=rules.world.output.base,
+        initial_curves=rules.initial_curves.output,
     output:
         metrics=f"results/runs/{P.name}/{{run}}/metrics.jsonl",
         config=f"results/runs/{P.name}/{{run}}/config.json",
@@ -70,7 +97,8 @@ rule train:
         "../environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} {params.runner} {input.notebook} {output.notebook} "
-        "-p profile {params.profile} -p run {wildcards.run} > {log} 2>&1"
+        "-p profile {params.profile} -p run {wildcards.run} -p initial_curves {input.initial_curves} "
+        "> {log} 2>&1"
 
 
 rule grpo:

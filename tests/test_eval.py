@@ -1,6 +1,7 @@
 """The eval harness through lm-eval: small-world task offline, avg@k, answer checking, bad data, backends."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -161,3 +162,23 @@ def test_a_selected_checkpoint_that_is_the_final_one_reuses_the_final_evaluation
 
     with pytest.raises(EvalError, match="out_of_domain.json: missing"):
         reuse_final_eval(run / "selected", final, ["out_of_domain"], out)
+
+
+def test_initial_curves_are_refused_when_made_for_other_weights_or_settings(smoke_world_in_results, tmp_path):
+    from psftlib.config import load_profile
+    from psftlib.eval import read_initial_curves, write_initial_curves
+
+    prof, base = load_profile("smoke"), smoke_world_in_results["base"]
+    path = tmp_path / "initial_curves.json"
+    scores = write_initial_curves(prof, base, path)
+    assert scores and read_initial_curves(path, prof, base) == scores
+    changed = load_profile("smoke")
+    changed.data["eval"]["during_training"]["limit"] += 1
+    with pytest.raises(EvalError, match="initial_curves.json: made for other"):
+        read_initial_curves(path, changed, base)
+    other = tmp_path / "other_base"
+    shutil.copytree(base, other)
+    weights = next(other.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(EvalError, match="made for other"):
+        read_initial_curves(path, prof, other)

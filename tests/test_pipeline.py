@@ -163,6 +163,18 @@ def test_smoke_dag_runs_end_to_end():
     for f in FINDINGS:
         row = next(line for line in findings.splitlines() if line.startswith(f"| {f.id} |"))
         assert any(f"**{v}**" in row for v in ("holds", "does not hold", "within noise", "not run")), row
+    # step 0 of every curve is the base's in-training evaluation, computed once: a fresh evaluation gives it again
+    from psftlib.eval import make_training_evaluator
+    from psftlib.world import load_checkpoint
+
+    base, tok = load_checkpoint(ROOT / "results" / "world" / "smoke" / "base")
+    initial = json.loads((ROOT / "results" / "eval" / "smoke" / "base" / "initial_curves.json").read_text())
+    assert make_training_evaluator(prof, tok)(base) == initial["scores"]
+    for run in prof.runs:
+        first = json.loads(
+            (ROOT / "results" / "runs" / "smoke" / run / "eval.jsonl").read_text().splitlines()[0]
+        )
+        assert first["step"] == 0 and {k: first[k] for k in initial["scores"]} == initial["scores"], run
     for run in ["base", *prof.runs, *post]:
         scores = json.loads((ROOT / "results" / "eval" / "smoke" / run / "in_domain.json").read_text())[
             "scores"

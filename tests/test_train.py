@@ -196,3 +196,31 @@ def test_checkpoint_selection_keeps_the_best_in_domain_evaluation_ties_to_the_la
     for p, q in zip(snapshots[4], kept.parameters(), strict=True):
         assert torch.equal(p, q)
     assert selection_score({"world_skill_sort/avg_at_k": 1.0}, ["world_target_3"]) is None
+
+
+def test_known_initial_scores_replace_the_step0_evaluation_and_change_nothing_else(
+    tiny_model_and_examples, tmp_path
+):
+    """The base's in-training evaluation, computed once (psftlib.eval.write_initial_curves), stands in for each
+    run's step 0: the curves, the metrics and the weights are those of a run that evaluated step 0 itself."""
+    model, tok, examples = tiny_model_and_examples
+    calls = []
+
+    def evaluator(m):  # a function of the weights only, like the seeded real one
+        calls.append(1)
+        return {"weight_sum": float(sum(p.double().sum() for p in m.parameters()))}
+
+    runs = {}
+    for name, initial in (("evaluated", None), ("known", evaluator(model))):
+        calls.clear()
+        m = fresh_copy(model)
+        train(_cfg(objective="psft"), m, examples, tmp_path / name, tok.pad_token_id, progress=False,
+              evaluator=evaluator, eval_every=2, initial_scores=initial)  # fmt: skip
+        rows = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
+        runs[name] = (m, [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows],
+                      (tmp_path / name / "eval.jsonl").read_text(), len(calls))  # fmt: skip
+    assert runs["evaluated"][2] == runs["known"][2]  # eval.jsonl byte for byte, step 0 included
+    assert runs["evaluated"][1] == runs["known"][1]
+    assert runs["known"][3] == runs["evaluated"][3] - 1  # step 0 was not evaluated again
+    for p, q in zip(runs["evaluated"][0].parameters(), runs["known"][0].parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -94,6 +94,31 @@ def test_entropy_selected_psft_trains_only_the_chosen_tokens(tiny_model_and_exam
         torch.testing.assert_close(p.grad, q.grad)
 
 
+@pytest.mark.parametrize("entropy_top_fraction", [None, 0.3])
+def test_refresh_in_fuller_forwards_gives_the_same_old_logprobs(
+    tiny_model_and_examples, entropy_top_fraction
+):
+    """``refresh_batch_size`` only regroups the refresh's no-grad forwards (5: groups that straddle mini batches)."""
+    model, tok, examples = tiny_model_and_examples
+    results = {}
+    for size in (None, 5, 64):
+        cfg = _cfg(objective="psft", refresh_batch_size=size, entropy_top_fraction=entropy_top_fraction)
+        plan = Plan(cfg, len(examples))
+        results[size] = _refresh(model, None, examples, plan, 0, tok.pad_token_id, torch.device("cpu"))
+    for size in (5, 64):
+        assert sorted(results[size]) == sorted(results[None])
+        for s, got in results[size].items():
+            want = results[None][s]
+            assert [o is None for o in got["old"]] == [o is None for o in want["old"]]
+            for a, b in zip(got["old"], want["old"], strict=True):
+                if b is not None:
+                    assert a.shape == b.shape  # each micro batch at its own padded width
+                    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            if entropy_top_fraction is not None:
+                for a, b in zip(got["select"], want["select"], strict=True):
+                    assert (a != b).float().mean() < 0.01  # ties at the quantile may flip a token
+
+
 def test_token_telemetry_parquet(tiny_model_and_examples, tmp_path):
     hist = _run(tiny_model_and_examples, tmp_path, objective="psft", token_sample_rate=0.5, clip_high=0.05)
     df = pd.read_parquet(tmp_path / "tokens.parquet")
