@@ -182,25 +182,13 @@ def _gen_kwargs(cfg: EvalConfig) -> dict[str, Any] | None:
     return kw or None
 
 
-_ENV_INFO: dict[str, Any] = {}
-
-
-def _env_info_once() -> None:
-    """lm-eval records the environment on every ``simple_evaluate`` call, through torch's ``collect_env`` (which runs
-    subprocesses: ~1 s per call on our CPU). A training run evaluates many times; collect it once per process."""
+def _skip_env_info() -> None:
+    """lm-eval records the environment on every ``simple_evaluate`` call through torch's ``collect_env``, which runs
+    a dozen subprocesses (~1.1 s per process on our CPU, paid by every training and evaluation job). Our summaries
+    never keep that record (the report's provenance lists the package versions), so it is not collected."""
     import lm_eval.evaluator as ev
 
-    original = ev.add_env_info
-    if getattr(original, "once", False):
-        return
-
-    def add_env_info(storage: dict[str, Any]) -> None:
-        if not _ENV_INFO:
-            original(_ENV_INFO)
-        storage.update(_ENV_INFO)
-
-    add_env_info.once = True  # type: ignore[attr-defined]
-    ev.add_env_info = add_env_info
+    ev.add_env_info = lambda storage: None
 
 
 def evaluate(
@@ -223,7 +211,7 @@ def evaluate(
 
     cfg = cfg or EvalConfig()
     started = time.perf_counter()
-    _env_info_once()
+    _skip_env_info()
     specs = [task_spec(t, Path(data_dir) if data_dir else None, (fixtures or {}).get(t), cfg) for t in tasks]
     was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
     lm = _lm(model, tokenizer, cfg)
@@ -339,7 +327,7 @@ def profile_eval_config(profile: Any, **changes: Any) -> tuple[EvalConfig, dict[
 def make_training_evaluator(profile: Any, tokenizer: Any):
     """``evaluator(model) -> {"<task>/<metric>": value}`` on the profile's in-training subset (``eval.during_training``:
     ``task_set``, ``limit`` problems per task, optional ``repeats``), for the training loop's ``eval.jsonl``."""
-    from psftlib.train import run_paths
+    from psftlib.train import data_dir
 
     during = profile.data["eval"]["during_training"]
     changes = {"limit": during.get("limit")}
@@ -347,17 +335,17 @@ def make_training_evaluator(profile: Any, tokenizer: Any):
         changes["repeats"] = during["repeats"]
     cfg, task_sets = profile_eval_config(profile, **changes)
     tasks = task_sets[during["task_set"]]
-    data_dir = run_paths(profile.name, "_")["train_data"].parent
+    folder = data_dir(profile.name)
     scored: dict[str, list[Any]] = {}
-    if during.get("teacher_forced") and (data_dir / "heldout.jsonl").exists():
+    if during.get("teacher_forced") and (folder / "heldout.jsonl").exists():
         from psftlib.data import encode_all
 
-        heldout = read_jsonl(data_dir / "heldout.jsonl")
-        train_rows = read_jsonl(data_dir / "train.jsonl")[: len(heldout)]  # the same number of trained demos
+        heldout = read_jsonl(folder / "heldout.jsonl")
+        train_rows = read_jsonl(folder / "train.jsonl")[: len(heldout)]  # the same number of trained demos
         scored = {"heldout": encode_all(tokenizer, heldout)[0], "train": encode_all(tokenizer, train_rows)[0]}
 
     def evaluator(model: Any) -> dict[str, float]:
-        summary = evaluate(model, tasks, cfg, tokenizer=tokenizer, data_dir=data_dir)
+        summary = evaluate(model, tasks, cfg, tokenizer=tokenizer, data_dir=folder)
         out = {f"{t}/{m}": v for t, scores in summary["scores"].items() for m, v in scores.items()
                if m in SCORE_KEYS}  # fmt: skip
         for name, examples in scored.items():
@@ -413,16 +401,16 @@ def curves_fingerprint(profile: Any, checkpoint: str | Path) -> dict[str, Any]:
     the profile's ``eval`` section and the world's eval / demonstration files (SHA-256 of each)."""
     import hashlib
 
-    from psftlib.train import run_paths
+    from psftlib.train import data_dir
 
     def sha(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    data_dir = run_paths(profile.name, "_")["train_data"].parent
+    folder = data_dir(profile.name)
     weights = sorted(Path(checkpoint).glob("*.safetensors")) or sorted(Path(checkpoint).glob("*.bin"))
     if not weights:
         raise EvalError(f"{checkpoint}: no weights (*.safetensors / *.bin)")
-    files = sorted([*data_dir.glob("eval_*.jsonl"), data_dir / "heldout.jsonl", data_dir / "train.jsonl"])
+    files = sorted([*folder.glob("eval_*.jsonl"), folder / "heldout.jsonl", folder / "train.jsonl"])
     return {
         "weights": {p.name: sha(p) for p in weights},
         "data": {p.name: sha(p) for p in files if p.exists()},
@@ -497,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.checkpoint} is the final checkpoint: copied its evaluation from {args.reuse_final}")
         return
     from psftlib.config import load_profile
-    from psftlib.train import run_paths, set_threads
+    from psftlib.train import data_dir, set_threads
 
     prof = load_profile(args.profile)
     set_threads(prof["threads"])
@@ -508,9 +496,8 @@ def main(argv: list[str] | None = None) -> None:
     from psftlib.world import load_checkpoint
 
     model, tokenizer = load_checkpoint(args.checkpoint)  # once for every task set: one process, one load
-    data_dir = run_paths(prof.name, "_")["train_data"].parent
     for name in args.task_sets:
-        evaluate(model, task_sets[name], cfg, tokenizer=tokenizer, data_dir=data_dir, out=Path(args.out_dir) / name,
+        evaluate(model, task_sets[name], cfg, tokenizer=tokenizer, data_dir=data_dir(prof.name), out=Path(args.out_dir) / name,
                  checkpoint=args.checkpoint)  # fmt: skip
 
 

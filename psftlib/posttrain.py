@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from psftlib.config import load_profile
     from psftlib.data import read_jsonl
-    from psftlib.train import run_paths, set_threads
+    from psftlib.train import data_dir, run_paths, set_threads
 
     parser = argparse.ArgumentParser(
         description="GRPO or DPO from a cold-start run of a profile (through TRL)."
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     section = dict(prof.data[args.stage])
     section.pop("cold_starts", None)
     eval_every = section.pop("eval_every", 0)
-    data_dir = run_paths(prof.name, "_")["train_data"].parent
+    folder = data_dir(prof.name)
     cold = run_paths(prof.name, args.cold_start)["out"] / "checkpoint"
     out = Path(args.out) if args.out else run_paths(prof.name, f"{args.cold_start}+{args.stage}")["out"]
     evaluator = None
@@ -173,12 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage == "grpo":
         from psftlib.rl import GRPOSettings, run_grpo
 
-        prompts = read_jsonl(data_dir / "rl.jsonl", required=("prompt", "answer"))
+        prompts = read_jsonl(folder / "rl.jsonl", required=("prompt", "answer"))
         run_grpo(cold, prompts, GRPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)
     else:
         from psftlib.dpo import DPOSettings, run_dpo
 
-        pairs = read_jsonl(data_dir / "prefs.jsonl", required=("prompt", "chosen", "rejected"))
+        pairs = read_jsonl(folder / "prefs.jsonl", required=("prompt", "chosen", "rejected"))
         run_dpo(cold, pairs, DPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)
 
 

@@ -27,7 +27,9 @@ def selected_of(run):
     return run.removesuffix("@selected") if run.endswith("@selected") else None
 
 
-def is_longer(run):
-    """1 for a run with more epochs than the profile's shortest (`psft_prolong`), else 0: a Snakemake priority."""
+def train_priority(run):
+    """Snakemake priority of a training run: the long jobs first, so the short ones (evaluations, notebooks) fill
+    the cores at the end. 2 for a run with more epochs than the profile's shortest (`psft_prolong`, which heads
+    DPO -> eval -> Table 3 -> report), 1 for the others; post-training 1, everything else 0."""
     epochs = {r: P.run_config(r).epochs for r in P.runs}
-    return int(epochs[run] > min(epochs.values()))
+    return 1 + int(epochs[run] > min(epochs.values()))

@@ -89,9 +89,9 @@ rule train:
         f"{LOGS}/train_{{run}}.log",
     benchmark:
         f"{BENCH}/train_{{run}}.tsv"
-    # longer runs first: `psft_prolong` (twice the epochs) heads a serial chain (DPO, its evaluation, Table 3,
-    # the report); started last, it left one core idle at the end of the mini DAG
-    priority: lambda wc: is_longer(wc.run)
+    # long jobs first (rules/common.smk): with evaluations first, the last training runs and their chains
+    # (evaluation, selected checkpoint, Table 1, the report) ran alone at the end of the DAG
+    priority: lambda wc: train_priority(wc.run)
     threads: P["threads"]
     conda:
         "../environment.lock.yml"
@@ -118,6 +118,7 @@ rule grpo:
         f"{LOGS}/grpo_{{cold}}.log",
     benchmark:
         f"{BENCH}/grpo_{{cold}}.tsv"
+    priority: 1
     threads: P["threads"]
     conda:
         "../environment.lock.yml"
@@ -143,6 +144,7 @@ rule dpo:
         f"{LOGS}/dpo_{{cold}}.log",
     benchmark:
         f"{BENCH}/dpo_{{cold}}.tsv"
+    priority: 1
     threads: P["threads"]
     conda:
         "../environment.lock.yml"

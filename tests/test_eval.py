@@ -25,6 +25,18 @@ def test_math_verify_equivalent_forms(pred, gold, ok):
     assert is_correct(pred, gold) is ok
 
 
+def test_integer_fast_path_agrees_with_math_verify():
+    from math_verify import parse, verify
+
+    pairs = [
+        (p, g) for p in ("0", "7", "-3", "007", "-0", "12", "120") for g in ("0", "7", "-3", "12", "-12")
+    ]
+    for pred, gold in pairs:
+        expected = bool(verify(parse(f"${gold}$"), parse(f"${pred}$")))
+        assert is_correct(pred, gold) is expected, (pred, gold)
+    assert is_correct("7.0", "7") and is_correct("14/2", "7")  # not plain integers: math-verify decides
+
+
 def test_extract_takes_the_last_box_and_matches_braces():
     assert extract_answer("first \\boxed{3} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
     assert extract_answer("so the answer is \\boxed{ 42 }") == "42"
