@@ -1,5 +1,8 @@
 """Profiles are validated once, as a whole; a bad value is refused with the file and key named."""
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -74,3 +77,12 @@ def test_seed_replicates_copy_the_run_with_another_seed_only(tmp_path):
     base, copy = prof.run_config("psft"), prof.run_config("psft_seed5")
     assert copy.seed == 5 and base.seed == prof["seed"]
     assert {**vars(copy), "seed": base.seed} == vars(base)
+
+
+def test_config_and_notebook_runner_do_not_import_torch():
+    # every notebook job's papermill process imports these; torch would cost it ~1.2 s (psftlib/__init__.py)
+    code = "import sys, psftlib.config, psftlib.notebook; from psftlib import psft_loss; print('torch' in sys.modules)"
+    lazy = "import sys, psftlib.config, psftlib.notebook; print('torch' in sys.modules)"
+    out = [subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout.strip()
+           for c in (lazy, code)]  # fmt: skip
+    assert out == ["False", "True"]  # and the losses still load on first use
