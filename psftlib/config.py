@@ -31,6 +31,8 @@ def _find_root() -> Path:
 
 ROOT = _find_root()
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
+# the training objectives (psftlib.objectives implements them); named here so validating a profile needs no torch
+OBJECTIVES = ("sft", "psft", "sft_kl", "dft", "iw_sft")
 
 
 class ConfigError(ValueError):
@@ -92,8 +94,6 @@ class TrainConfig:
     save_checkpoint: bool = True  # final Hugging Face checkpoint
 
     def validate(self) -> TrainConfig:
-        from psftlib.objectives import OBJECTIVES
-
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective: {self.objective!r} is not one of {list(OBJECTIVES)}")
         for name in ("train_batch_size", "mini_batch_size", "micro_batch_size"):

@@ -14,9 +14,10 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is loaded by collate only: the figure notebooks read data without it
+    import torch
 
 
 class DataError(ValueError):
@@ -151,6 +152,8 @@ def encode_all(
 
 def collate(examples: Sequence[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example. Returns ``input_ids``, ``attention_mask``, ``loss_mask``: ``[B, T]``."""
+    import torch
+
     width = max(len(e.input_ids) for e in examples)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)

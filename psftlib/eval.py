@@ -496,9 +496,18 @@ def main(argv: list[str] | None = None) -> None:
     from psftlib.world import load_checkpoint
 
     model, tokenizer = load_checkpoint(args.checkpoint)  # once for every task set: one process, one load
+    data = data_dir(prof.name)
     for name in args.task_sets:
-        evaluate(model, task_sets[name], cfg, tokenizer=tokenizer, data_dir=data_dir(prof.name), out=Path(args.out_dir) / name,
-                 checkpoint=args.checkpoint)  # fmt: skip
+        out = Path(args.out_dir) / name
+        evaluate(
+            model,
+            task_sets[name],
+            cfg,
+            tokenizer=tokenizer,
+            data_dir=data,
+            out=out,
+            checkpoint=args.checkpoint,
+        )
 
 
 if __name__ == "__main__":

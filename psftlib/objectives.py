@@ -205,6 +205,3 @@ def iw_sft_loss(
         "num_tokens": float(mask.sum()),
     }
     return loss, metrics
-
-
-OBJECTIVES = ("sft", "psft", "sft_kl", "dft", "iw_sft")
