@@ -100,10 +100,22 @@ def run_notebook(
             print(
                 f"notebook {source}: kernel failed ({type(err).__name__}: {err}); retrying", file=sys.stderr
             )
+    _number_cells(tmp)
     os.replace(tmp, output)
     if failed.exists():
         failed.unlink()
     return output
+
+
+def _number_cells(path: Path) -> None:
+    """Cell ids by position (``cell-0``, ...): jupytext and papermill draw random ones, which would make every
+    executed notebook, and the report rendered from one, differ from run to run."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i}"
+    nbformat.write(nb, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,6 +47,18 @@ def test_failing_notebook_leaves_no_output(tmp_path):
     assert (tmp_path / "out" / "bad.failed.ipynb").exists()
 
 
+@pytest.mark.slow
+def test_executed_notebooks_are_the_same_from_run_to_run(tmp_path):
+    src = tmp_path / "nb.py"
+    src.write_text('# %% tags=["parameters"]\nx: int = 1\n\n# %%\nprint(x + 1)\n')
+    cells = []
+    for name in ("a", "b"):
+        nb = json.loads(run_notebook(src, tmp_path / f"{name}.ipynb", {"x": 2}).read_text())
+        cells.append([(c["id"], c["source"], c.get("outputs")) for c in nb["cells"]])
+    assert cells[0] == cells[1]  # cell ids included: the report rendered from a notebook shows them
+    assert [c[0] for c in cells[0]] == ["cell-0", "cell-1", "cell-2"]  # parameters, injected parameters, code
+
+
 def test_snakemake_dry_run_lists_every_job():
     for profile in ("smoke", "mini"):
         res = subprocess.run(
