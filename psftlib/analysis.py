@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from psftlib.config import ROOT
+from psftlib.data import atomic_write
 
 
 def run_dir(profile: str, run: str, root: Path = ROOT) -> Path:
@@ -270,8 +271,6 @@ def tables_dir(profile: str, root: Path = ROOT) -> Path:
 
 def write_csv(frame: pd.DataFrame, path: Path, **to_csv: Any) -> Path:
     """``frame`` as CSV (6 significant digits), written atomically."""
-    from psftlib.data import atomic_write
-
     with atomic_write(path) as f:
         frame.to_csv(f, float_format="%.6g", **to_csv)
     return path
@@ -312,8 +311,6 @@ def provenance_line(profile: str, root: Path = ROOT) -> str:
 def write_table(profile: str, name: str, lines: list[str], table: pd.DataFrame, root: Path = ROOT) -> Path:
     """``results/tables[/<profile>]/<name>.md`` (``lines`` + a provenance line) and ``.csv`` (``table``), each
     written atomically."""
-    from psftlib.data import atomic_write
-
     out = tables_dir(profile, root) / name
     with atomic_write(out.with_suffix(".md")) as f:
         f.write("\n".join([*lines, "", provenance_line(profile, root), ""]))
