@@ -10,8 +10,8 @@ import torch
 
 from psftlib.config import load_profile
 from psftlib.data import encode_all, read_jsonl
-from psftlib.train import run_paths, set_threads
-from psftlib.world import build_model, build_world, load_tokenizer
+from psftlib.runtime import set_threads
+from psftlib.worlds.build import build_model, build_world, load_tokenizer
 
 
 def machine() -> str:
@@ -25,8 +25,7 @@ def setup(profile: str = "mini", hidden: int | None = None, layers: int | None =
     """(profile, tokenizer, model, examples, rows); a bigger model than the profile's if hidden/layers given."""
     prof = load_profile(profile)
     set_threads(prof["threads"])
-    paths = run_paths(prof.name, "_")
-    base, data = paths["base"], paths["train_data"]
+    base, data = prof.layout.base, prof.layout.data / "train.jsonl"
     if not base.exists():
         tmp = Path(tempfile.mkdtemp())
         build_world(prof.data, tmp / "data", tmp / "world")

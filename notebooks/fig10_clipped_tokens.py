@@ -29,11 +29,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from wordcloud import WordCloud
 
-from psftlib.analysis import clipped_token_stats, reflective_share, run_dir, tables_dir, write_csv
-from psftlib.plots import figures_dir, save_figure
-from psftlib.smallworld import REFLECTIVE
+from psftlib.layout import Layout
+from psftlib.report.analysis import clipped_token_stats, reflective_share, write_csv
+from psftlib.report.plots import save_figure
+from psftlib.worlds.small import REFLECTIVE
 
-tokens = pd.read_parquet(run_dir(profile, run) / "tokens.parquet")
+tokens = pd.read_parquet(Layout(profile).run(run) / "tokens.parquet")
 stats = clipped_token_stats(tokens)
 share = reflective_share(stats, REFLECTIVE)
 share
@@ -49,8 +50,8 @@ for ax, phase in zip(axes, phases, strict=True):
         cloud = WordCloud(width=400, height=300, background_color="white", random_state=0, colormap="viridis")
         ax.imshow(cloud.generate_from_frequencies(counts.to_dict()), interpolation="bilinear")
 fig.tight_layout()
-written = save_figure(fig, figures_dir(profile) / "fig10_clipped_tokens")
-out = write_csv(share, tables_dir(profile) / "fig10_clipped_tokens.csv")
+written = save_figure(fig, Layout(profile).figures / "fig10_clipped_tokens")
+out = write_csv(share, Layout(profile).tables / "fig10_clipped_tokens.csv")
 print("\n".join(map(str, [*written, out])))
 
 # %%

@@ -25,16 +25,16 @@ runs: list = ["psft", "psft_noclip"]  # PSFT runs differing only in clip_high
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import (
+from psftlib.config import load_profile
+from psftlib.layout import Layout
+from psftlib.report.analysis import (
     curves,
     per_train_batch,
     run_metrics,
     scores_table,
-    tables_dir,
     write_csv,
 )
-from psftlib.config import load_profile
-from psftlib.plots import figures_dir, save_figure
+from psftlib.report.plots import save_figure
 
 prof = load_profile(profile)
 labels = {r: f"ε_high = {prof.run_config(r).clip_high:g}".replace("inf", "∞ (no clip)") for r in runs}
@@ -50,8 +50,8 @@ for ax, title in zip(axes, ["(a) entropy", "(b) gradient norm", "(c) in-domain (
     ax.grid(alpha=0.3)
 axes[0].legend(frameon=False, fontsize=8)
 fig.tight_layout()
-written = save_figure(fig, figures_dir(profile) / "fig11_clip_ablation")
+written = save_figure(fig, Layout(profile).figures / "fig11_clip_ablation")
 table = scores_table(profile, runs, ["in_domain", "out_of_domain"])[["in_domain", "out_of_domain"]]
 table.insert(0, "clip_high", [prof.run_config(r).clip_high for r in runs])
-write_csv(table, tables_dir(profile) / "fig11_clip_ablation.csv", index_label="run")
+write_csv(table, Layout(profile).tables / "fig11_clip_ablation.csv", index_label="run")
 table

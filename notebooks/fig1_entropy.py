@@ -24,9 +24,10 @@ runs: list = ["sft", "psft"]  # run names, one line each
 smooth: int = 5  # rolling mean over this many steps; 1 draws raw values
 
 # %%
-from psftlib.analysis import run_metrics
 from psftlib.config import load_profile, replicates
-from psftlib.plots import figures_dir, plot_entropy, save_figure
+from psftlib.layout import Layout
+from psftlib.report.analysis import run_metrics
+from psftlib.report.plots import plot_entropy, save_figure
 
 metrics = {run: run_metrics(profile, run) for run in runs}
 # the same runs at other seeds (seed_replicates in the profile): thin lines in the run's colour
@@ -34,7 +35,7 @@ prof = load_profile(profile)
 seeds = {run: [run_metrics(profile, r) for r in replicates(prof, run)[1:]]
          for run in runs}  # fmt: skip
 fig = plot_entropy(metrics, smooth=smooth, title=f"Token entropy ({profile} profile)", replicates=seeds)
-written = save_figure(fig, figures_dir(profile) / "fig1_entropy")
+written = save_figure(fig, Layout(profile).figures / "fig1_entropy")
 print("\n".join(map(str, written)))
 
 # %%

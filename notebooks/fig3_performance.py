@@ -25,8 +25,9 @@ runs: list = ["sft", "psft"]  # run names, one line each
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import curves
-from psftlib.plots import STYLE, figures_dir, save_figure
+from psftlib.layout import Layout
+from psftlib.report.analysis import curves
+from psftlib.report.plots import STYLE, save_figure
 
 data = {run: curves(profile, run) for run in runs}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -40,7 +41,7 @@ for ax, column, title in zip(axes, ["in_domain", "out_of_domain"], ["(a) in-doma
     ax.grid(alpha=0.3)
 axes[0].legend(frameon=False, fontsize=7)
 fig.tight_layout()
-written = save_figure(fig, figures_dir(profile) / "fig3_performance")
+written = save_figure(fig, Layout(profile).figures / "fig3_performance")
 print("\n".join(map(str, written)))
 
 # %%

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-import psftlib.findings as findings_module
-from psftlib.analysis import provenance_line
+import psftlib.report.findings as findings_module
 from psftlib.config import ROOT
 from psftlib.data import atomic_write
-from psftlib.findings import evaluate_findings
+from psftlib.report.analysis import provenance_line
+from psftlib.report.findings import evaluate_findings
 
 rows = evaluate_findings(profile)
 table = pd.DataFrame(rows)

@@ -27,7 +27,7 @@ max_tokens: int = 400  # cut the rendering after this many tokens
 # %%
 from IPython.display import HTML, Image, Markdown, display
 
-from psftlib.report import (
+from psftlib.report.html import (
     benchmarks_table,
     figure_list,
     findings_markdown,
@@ -51,19 +51,17 @@ display(Markdown(findings_markdown(profile)))
 # ## Figures
 
 # %%
-for name, caption, path in figure_list(profile):
+for name, caption, path in figure_list(profile):  # every figure of config/artifacts.yaml this profile builds
     display(Markdown(f"### {name}\n\n{caption}"))
-    display(
-        Image(filename=str(path)) if path.exists() else Markdown(f"*not produced by this profile: {path}*")
-    )
+    display(Image(filename=str(path)) if path.exists() else Markdown(f"*missing: {path}*"))
 
 # %% [markdown]
 # ## Tables (ours beside the paper's)
 
 # %%
-for name, path in table_list(profile):
+for name, caption, path in table_list(profile):  # every table of config/artifacts.yaml this profile builds
     display(
-        Markdown(table_markdown(path) if path.exists() else f"### {name}\n\n*not produced by this profile*")
+        Markdown(f"*{caption}*\n\n" + (table_markdown(path) if path.exists() else f"### {name}\n\n*missing*"))
     )
 
 # %% [markdown]

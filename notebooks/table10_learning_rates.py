@@ -26,7 +26,9 @@ runs: list = ["sft", "psft"]  # SFT and PSFT runs at several learning rates
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import (
+from psftlib.config import load_profile
+from psftlib.layout import Layout
+from psftlib.report.analysis import (
     markdown_table,
     paper_sections,
     per_train_batch,
@@ -34,8 +36,7 @@ from psftlib.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.config import load_profile
-from psftlib.plots import figures_dir, save_figure
+from psftlib.report.plots import save_figure
 
 prof = load_profile(profile)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -56,7 +57,7 @@ for ax in axes:
     ax.legend(frameon=False, fontsize=8)
 fig.suptitle("Figure 17: learning rate, entropy and clip fraction")
 fig.tight_layout()
-written = save_figure(fig, figures_dir(profile) / "fig17_learning_rates")
+written = save_figure(fig, Layout(profile).figures / "fig17_learning_rates")
 
 # %%
 ours = scores_table(profile, ["base", *runs], ["in_domain", "out_of_domain"])

@@ -34,7 +34,8 @@ runs: list = ["sft", "sft_kl", "psft_warmup12", "psft_warmup24", "psft", "sft_as
 # %%
 import pandas as pd
 
-from psftlib.analysis import (
+from psftlib.config import load_profile
+from psftlib.report.analysis import (
     markdown_table,
     paper_sections,
     scores_table,
@@ -42,8 +43,7 @@ from psftlib.analysis import (
     selected_table,
     write_table,
 )
-from psftlib.config import load_profile
-from psftlib.paper import load_paper_table
+from psftlib.report.paper import load_paper_table
 
 prof = load_profile(profile)
 controls = [r for r in ("sft_as_psft", "psft_as_sft") if r in runs]  # ours, not in the paper

@@ -16,7 +16,7 @@
 #
 # §4.2: with PSFT as the cold start, RL keeps a higher entropy (Figure 5a), starts slower and catches up in-domain
 # (Figure 5b), and ends better in and out of domain (Table 2). Ours: GRPO through TRL with the paper's DAPO
-# settings (`psftlib.rl`) from each cold start; entropy and in-domain curves from the runs' logs, final scores
+# settings (`psftlib.post.grpo`) from each cold start; entropy and in-domain curves from the runs' logs, final scores
 # from the eval harness, beside the paper's Table 2. Only reads `results/`.
 
 # %% tags=["parameters"]
@@ -26,7 +26,9 @@ cold_starts: list = ["sft", "psft"]  # grpo.cold_starts of the profile
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import (
+from psftlib.config import load_profile
+from psftlib.layout import Layout
+from psftlib.report.analysis import (
     curves,
     markdown_table,
     paper_sections,
@@ -34,8 +36,7 @@ from psftlib.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.config import load_profile
-from psftlib.plots import STYLE, figures_dir, save_figure
+from psftlib.report.plots import STYLE, save_figure
 
 prof = load_profile(profile)
 
@@ -55,7 +56,7 @@ for ax in axes:
     ax.grid(alpha=0.3)
 axes[0].legend(frameon=False)
 fig.tight_layout()
-written = save_figure(fig, figures_dir(profile) / "fig5_grpo")
+written = save_figure(fig, Layout(profile).figures / "fig5_grpo")
 
 # %%
 ours = scores_table(profile, [*cold_starts, *runs], ["in_domain", "out_of_domain"])

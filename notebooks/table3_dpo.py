@@ -16,7 +16,7 @@
 #
 # §4.3: DPO after PSFT keeps entropy (Figure 6a), uses both chosen and rejected samples (Figure 6b), aligns at
 # least as well (Table 3) and pays a smaller alignment tax on out-of-domain tasks (Figure 7). Ours: DPO through
-# TRL (`psftlib.dpo`) on the small world's preference pairs; the alignment score is rule-based (format following,
+# TRL (`psftlib.post.dpo`) on the small world's preference pairs; the alignment score is rule-based (format following,
 # our AlpacaEval analog: does the response follow the instruction); the alignment tax is the out-of-domain mean
 # of the other skills. Only reads `results/`.
 
@@ -28,15 +28,16 @@ cold_starts: list = ["sft", "psft", "psft_prolong"]  # dpo.cold_starts of the pr
 import matplotlib.pyplot as plt
 import numpy as np
 
-from psftlib.analysis import (
+from psftlib.config import load_profile
+from psftlib.layout import Layout
+from psftlib.report.analysis import (
     markdown_table,
     paper_sections,
     run_metrics,
     scores_table,
     write_table,
 )
-from psftlib.config import load_profile
-from psftlib.plots import STYLE, figures_dir, save_figure
+from psftlib.report.plots import STYLE, save_figure
 
 prof = load_profile(profile)
 
@@ -62,11 +63,11 @@ for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=7)
 fig.tight_layout()
-written = save_figure(fig, figures_dir(profile) / "fig6_dpo")
+written = save_figure(fig, Layout(profile).figures / "fig6_dpo")
 
 # %%
 table = scores_table(profile, ["base", *cold_starts, *runs], ["in_domain", "out_of_domain"])
-skills = [c for c in table if c.startswith("world_skill_") and c != "world_skill_format"]
+skills = [c for c in table if c in prof.domain_tasks("out_of_domain") and c != "world_skill_format"]
 ours = table.assign(alignment=table["world_skill_format"], ood_without_format=table[skills].mean(axis=1))[
     ["alignment", "ood_without_format", "in_domain"]
 ]
@@ -81,7 +82,7 @@ ax.set(
 )
 ax.grid(alpha=0.3, axis="y")
 fig.tight_layout()
-written += save_figure(fig, figures_dir(profile) / "fig7_alignment_tax")
+written += save_figure(fig, Layout(profile).figures / "fig7_alignment_tax")
 
 # %%
 lines = ["# Table 3: alignment after DPO", "",

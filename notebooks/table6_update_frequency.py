@@ -25,7 +25,9 @@ runs: list = ["psft", "psft_refresh_never"]  # PSFT runs differing only in old_p
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import (
+from psftlib.config import load_profile
+from psftlib.layout import Layout
+from psftlib.report.analysis import (
     markdown_table,
     paper_sections,
     per_train_batch,
@@ -33,8 +35,7 @@ from psftlib.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.config import load_profile
-from psftlib.plots import figures_dir, save_figure
+from psftlib.report.plots import save_figure
 
 prof = load_profile(profile)
 
@@ -54,7 +55,7 @@ ax.set(xlabel="step (train batches)", ylabel="entropy (nats)", title="Figure 12:
 ax.grid(alpha=0.3)
 ax.legend(frameon=False, fontsize=8)
 fig.tight_layout()
-written = save_figure(fig, figures_dir(profile) / "fig12_update_frequency")
+written = save_figure(fig, Layout(profile).figures / "fig12_update_frequency")
 
 # %%
 ours = scores_table(profile, runs, ["in_domain", "out_of_domain"])

@@ -23,8 +23,8 @@ profile: str = "mini"  # config/<profile>.yaml
 runs: list = ["psft", "psft_entropy0.2"]  # PSFT on all tokens, then PSFT runs with entropy_top_fraction set
 
 # %%
-from psftlib.analysis import markdown_table, paper_sections, scores_table, write_table
 from psftlib.config import load_profile
+from psftlib.report.analysis import markdown_table, paper_sections, scores_table, write_table
 
 prof = load_profile(profile)
 ours = scores_table(profile, runs, ["in_domain", "out_of_domain"])

@@ -25,7 +25,8 @@ runs: list = ["sft", "psft", "dft"]  # methods compared; names from the profile'
 # %%
 import matplotlib.pyplot as plt
 
-from psftlib.analysis import (
+from psftlib.layout import Layout
+from psftlib.report.analysis import (
     markdown_table,
     paper_sections,
     per_train_batch,
@@ -33,7 +34,7 @@ from psftlib.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.plots import STYLE, figures_dir, save_figure
+from psftlib.report.plots import STYLE, save_figure
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for run in runs:
@@ -48,7 +49,7 @@ for ax in axes:
 axes[0].legend(frameon=False, fontsize=8)
 fig.suptitle("Figure 15: DFT and iw-SFT beside SFT and PSFT")
 fig.tight_layout()
-written = save_figure(fig, figures_dir(profile) / "fig15_baselines")
+written = save_figure(fig, Layout(profile).figures / "fig15_baselines")
 
 # %%
 ours = scores_table(profile, ["base", *runs], ["in_domain", "out_of_domain"])

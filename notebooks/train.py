@@ -32,7 +32,8 @@ initial_curves: str = ""
 import dataclasses
 
 from psftlib.config import load_profile
-from psftlib.train import set_threads, train_run
+from psftlib.runtime import set_threads
+from psftlib.train import train_run
 
 prof = load_profile(profile)
 print(f"torch threads: {set_threads(prof['threads'])}")

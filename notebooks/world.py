@@ -14,8 +14,8 @@
 # %% [markdown]
 # # The small world: data, tokenizer and a pretrained base model
 #
-# Builds everything a profile's training runs start from, offline (`psftlib.smallworld` generates, `psftlib.world`
-# builds, `psftlib.pretrain` pretrains): five base skills and format instructions (the paper's out-of-domain
+# Builds everything a profile's training runs start from, offline (`psftlib.worlds.small` generates, `psftlib.worlds.build`
+# builds, `psftlib.worlds.pretrain` pretrains): five base skills and format instructions (the paper's out-of-domain
 # abilities and IFEval), a long chain-of-thought target domain the base has only seen in one-step form, RL prompts
 # and preference pairs; a word-level tokenizer; a tiny `Qwen2ForCausalLM` pretrained on the base corpus. How good
 # the base is, and how learnable the target, is measured by the eval harness and the calibration study
@@ -29,13 +29,12 @@ import pandas as pd
 
 from psftlib.config import ROOT, load_profile
 from psftlib.data import encode_all, read_jsonl
-from psftlib.train import run_paths, set_threads
-from psftlib.world import build_world, load_tokenizer
+from psftlib.runtime import set_threads
+from psftlib.worlds.build import build_world, load_tokenizer
 
 prof = load_profile(profile)
 print(f"torch threads: {set_threads(prof['pretrain'].get('threads', prof['threads']))}")
-paths = run_paths(prof.name, "_")
-data_dir, world_dir = paths["train_data"].parent, paths["base"].parent
+data_dir, world_dir = prof.layout.data, prof.layout.base.parent
 build_world(prof.data, data_dir, world_dir)
 print((data_dir / "card.md").read_text())
 
@@ -51,7 +50,7 @@ curve.tail(3)
 # One demonstration as the model sees it: prompt tokens carry no loss, [response tokens] and the final EOS do.
 
 # %%
-tokenizer = load_tokenizer(paths["base"])
+tokenizer = load_tokenizer(prof.layout.base)
 rows = read_jsonl(data_dir / "train.jsonl")
 example = encode_all(tokenizer, rows[:1])[0][0]
 tokens = tokenizer.convert_ids_to_tokens(example.input_ids)

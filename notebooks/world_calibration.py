@@ -36,18 +36,17 @@ profile: str = "mini"  # config/<profile>.yaml
 # %%
 import pandas as pd
 
-from psftlib.analysis import (
+from psftlib.config import load_profile
+from psftlib.layout import Layout
+from psftlib.report.analysis import (
     describe,
     per_epoch,
     read_jsonl_frame,
-    run_dir,
     run_summary,
     smallest_lr_reaching_best,
-    tables_dir,
     write_csv,
     write_table,
 )
-from psftlib.config import load_profile
 
 prof = load_profile(profile)
 cal = prof["calibration"]
@@ -55,8 +54,8 @@ task_sets = ["in_domain", "out_of_domain"]
 base = run_summary(prof, "base", task_sets)
 rows = [run_summary(prof, r, task_sets) for r in [*cal["sft_grid"], *cal["psft_grid"], *cal["matched"]]]
 table = pd.DataFrame([base, *rows]).set_index("run")
-skills = [c for c in table.columns if c.startswith("world_skill_")]
-targets = [c for c in table.columns if c.startswith("world_target_")]
+skills = [c for c in table.columns if c in prof.domain_tasks("out_of_domain")]
+targets = [c for c in table.columns if c in prof.domain_tasks("in_domain")]
 table[["lr", "steps_per_train_batch", "in_domain", "out_of_domain", *skills, "nll_gap", "clip_fraction"]]
 
 # %% [markdown]
@@ -91,7 +90,7 @@ for name, ok, value in bars:
 # %%
 epochs = []
 for r in [*cal["sft_grid"], *cal["psft_grid"], *cal["matched"]]:
-    d = run_dir(prof.name, r)
+    d = prof.layout.run(r)
     epochs.append(
         per_epoch(read_jsonl_frame(d / "metrics.jsonl"), read_jsonl_frame(d / "eval.jsonl")).assign(run=r)
     )
@@ -133,5 +132,5 @@ lines = [
     "",
 ]  # fmt: skip
 write_table(prof.name, "world_calibration", lines, table[cols])
-write_csv(epochs, tables_dir(prof.name) / "world_calibration_epochs.csv", index=False)
+write_csv(epochs, Layout(prof.name).tables / "world_calibration_epochs.csv", index=False)
 print("\n".join(lines))

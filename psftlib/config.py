@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,19 +20,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from psftlib.artifacts import load_artifacts
+from psftlib.layout import CONFIG_DIR, ROOT, Layout
 
-def _find_root() -> Path:
-    """The project folder: ``$PSFT_ROOT``, else the checkout this package sits in, else the working dir."""
-    if os.environ.get("PSFT_ROOT"):
-        return Path(os.environ["PSFT_ROOT"]).resolve()
-    checkout = Path(__file__).resolve().parent.parent
-    return checkout if (checkout / "config" / "schema.yaml").exists() else Path.cwd()
-
-
-ROOT = _find_root()
-SCHEMA_PATH = ROOT / "config" / "schema.yaml"
-# the training objectives (psftlib.objectives implements them); named here so validating a profile needs no torch
-OBJECTIVES = ("sft", "psft", "sft_kl", "dft", "iw_sft")
+SCHEMA_PATH = CONFIG_DIR / "schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -43,7 +34,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     """One training run. Names follow the paper's batch words (conventions.md)."""
 
-    objective: str = "psft"  # "sft" | "psft" | "sft_kl" | "dft" | "iw_sft"
+    objective: str = "psft"  # a name of psftlib.objectives.OBJECTIVES (the schema's enum; a test checks)
     train_batch_size: int = 256  # sequences per old-policy refresh (paper: 256)
     mini_batch_size: int = 32  # sequences per optimizer step (paper: 32 -> 8 steps per refresh)
     micro_batch_size: int = 8  # sequences per forward/backward; only memory, never the maths
@@ -94,8 +85,8 @@ class TrainConfig:
     save_checkpoint: bool = True  # final Hugging Face checkpoint
 
     def validate(self) -> TrainConfig:
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective: {self.objective!r} is not one of {list(OBJECTIVES)}")
+        if self.objective not in objective_names():
+            raise ConfigError(f"objective: {self.objective!r} is not one of {objective_names()}")
         for name in ("train_batch_size", "mini_batch_size", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -179,6 +170,86 @@ class Profile:
     def runs(self) -> list[str]:
         return list(self.data["runs"])
 
+    @property
+    def layout(self) -> Layout:
+        """Where this profile's files go (:class:`psftlib.layout.Layout`)."""
+        return Layout(self.name)
+
+    # ---- evaluation: task sets and the domains they stand for ----
+    @property
+    def task_sets(self) -> dict[str, list[str]]:
+        return dict((self.data.get("eval") or {}).get("task_sets", {}))
+
+    def domain_tasks(self, domain: str) -> list[str]:
+        """The tasks of ``eval.task_sets.<domain>`` (``in_domain`` / ``out_of_domain``); [] when it has none."""
+        return list(self.task_sets.get(domain, []))
+
+    @property
+    def curves_task_set(self) -> str | None:
+        """The in-training subset (``eval.during_training.task_set``), never run as a final evaluation."""
+        return ((self.data.get("eval") or {}).get("during_training") or {}).get("task_set")
+
+    @property
+    def final_task_sets(self) -> list[str]:
+        return [t for t in self.task_sets if t != self.curves_task_set]
+
+    # ---- run selections the pipeline reads ----
+    def with_replicates(self, runs: list[str]) -> list[str]:
+        """The runs and their seed replicates (``seed_replicates``), each run followed by its copies."""
+        return [r for run in runs for r in replicates(self, run)]
+
+    def cold_starts(self, stage: str) -> list[str]:
+        """The runs post-training ``stage`` (``grpo`` / ``dpo``) starts from."""
+        return list((self.data.get(stage) or {}).get("cold_starts", []))
+
+    @property
+    def post_runs(self) -> list[str]:
+        """``<cold start>+grpo`` and ``<cold start>+dpo`` of every cold start."""
+        return [f"{cold}+{stage}" for stage in ("grpo", "dpo") for cold in self.cold_starts(stage)]
+
+    @property
+    def all_runs(self) -> list[str]:
+        """Everything that gets a final evaluation: the base model, every run, every post-training run."""
+        return ["base", *self.runs, *self.post_runs]
+
+    @property
+    def calibration_runs(self) -> list[str]:
+        cal = self.data.get("calibration") or {}
+        return [*cal.get("sft_grid", []), *cal.get("psft_grid", []), *cal.get("matched", [])]
+
+    def figure_runs(self, artifact: str) -> list[str]:
+        """``figures.<artifact>.runs`` ([] when the profile does not build that artifact)."""
+        return list((self.data.get("figures") or {}).get(artifact, {}).get("runs", []))
+
+    def run_source(self, run: str) -> dict[str, Any]:
+        """A hub run's ``paper.run_sources.<run>`` with the model id resolved: ``{"model": role, "model_id": id,
+        "data": dataset name, ...}``."""
+        paper = self.data.get("paper") or {}
+        sources = paper.get("run_sources") or {}
+        if run not in sources:
+            raise ConfigError(
+                f"{self.path}: paper.run_sources.{run}: no base model / data given for this run"
+            )
+        src = dict(sources[run])
+        if src["model"] not in paper.get("models", {}):
+            raise ConfigError(
+                f"{self.path}: paper.run_sources.{run}.model: {src['model']!r} is not under paper.models"
+            )
+        if src["data"] not in paper.get("datasets", {}):
+            raise ConfigError(
+                f"{self.path}: paper.run_sources.{run}.data: {src['data']!r} is not under paper.datasets"
+            )
+        src["model_id"] = paper["models"][src["model"]]
+        return src
+
+    @property
+    def selected_runs(self) -> list[str]:
+        """Table 1's runs evaluated at the checkpoint their in-training in-domain curve selects (§4.1.2), as
+        ``<run>@selected``; the small world only (hub runs keep no curves)."""
+        if self.data["world"]["kind"] == "hub" or not self.curves_task_set:
+            return []
+        return [f"{r}@selected" for r in self.with_replicates(self.figure_runs("table1_main"))]
+
     def run_config(self, run: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
         if run not in self.data["runs"]:
             raise ConfigError(f"{self.path}: runs.{run}: no such run; defined runs: {self.runs}")
@@ -187,14 +258,25 @@ class Profile:
         return TrainConfig.from_dict(values, source=f"{self.path}: runs.{run}")
 
 
+@functools.cache
 def _schema() -> dict[str, Any]:
+    """``config/schema.yaml`` with ``figures:`` accepting every artifact of ``config/artifacts.yaml`` that takes its
+    runs from the profile (``when: figures``)."""
     with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
+        schema = yaml.safe_load(f)
+    names = [name for name, art in load_artifacts().items() if art.when == "figures"]
+    schema["properties"]["figures"]["properties"] = {name: {"$ref": "#/$defs/figure"} for name in names}
+    return schema
+
+
+def objective_names() -> list[str]:
+    """The training objectives the schema accepts (``psftlib.objectives.OBJECTIVES``; a test checks they agree)."""
+    return list(_schema()["$defs"]["train"]["properties"]["objective"]["enum"])
 
 
 def validate_profile(data: Any, source: str) -> None:
     """Raise :class:`ConfigError` naming ``source`` and the dotted key of the first schema violation."""
-    validator = jsonschema.Draft202012Validator(_schema())
+    validator = jsonschema.Draft202012Validator(copy.deepcopy(_schema()))
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = []
@@ -257,14 +339,24 @@ def replicates(profile: Profile, run: str) -> list[str]:
     return [run, *(replicate_name(run, s) for s in rep["seeds"])]
 
 
-def load_profile(name_or_path: str | Path) -> Profile:
-    """Load ``config/<name>.yaml`` (or a path to a YAML file) and validate it."""
+def load_profile(name_or_path: str | Path | Profile) -> Profile:
+    """Load ``config/<name>.yaml`` (or a path to a YAML file) and validate it; a :class:`Profile` is returned as is.
+
+    A file is validated once per process (and again when it changes): the notebooks and helpers that take a
+    profile by name all load it, and each gets its own copy."""
+    if isinstance(name_or_path, Profile):
+        return name_or_path
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = ROOT / "config" / f"{name_or_path}.yaml"
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.exists():
-        available = sorted(p.stem for p in (ROOT / "config").glob("*.yaml") if p.stem != "schema")
+        available = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem not in ("schema", "artifacts"))
         raise ConfigError(f"{path}: no such profile; available: {available}")
+    return copy.deepcopy(_load_validated(path.resolve(), path.stat().st_mtime_ns, path))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_validated(resolved: Path, mtime_ns: int, path: Path) -> Profile:
     try:
         with open(path) as f:
             data = yaml.safe_load(f)

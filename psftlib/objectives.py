@@ -14,6 +14,10 @@ so that a caller can weight them when it aggregates micro batches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 Metrics = dict[str, float]
@@ -94,7 +98,7 @@ def psft_loss(
         ratio_max = float(r.masked_fill(mask == 0, float("-inf")).max()) if n > 0 else 0.0
         metrics = {
             "nll": -_masked_mean(logprobs.detach(), mask),
-            "clip_fraction_high": _masked_mean((r > 1.0 + clip_high).to(r.dtype), mask),
+            "clip_fraction_high": _masked_mean(clipped(r, clip_high).to(r.dtype), mask),
             "clip_fraction_low": _masked_mean((r < 1.0 - clip_low).to(r.dtype), mask),
             "ratio_mean": _masked_mean(r, mask),
             "ratio_max": ratio_max,
@@ -102,6 +106,11 @@ def psft_loss(
             "num_tokens": n,
         }
     return loss, metrics
+
+
+def clipped(ratio: Any, clip_high: float) -> Any:
+    """Whether a token's gradient is clipped away by eq. 6 with A = 1: ``r > 1 + ε_high`` (tensor or float)."""
+    return ratio > 1.0 + clip_high
 
 
 # verl's low-variance KL ("k3", Schulman's estimator) clamps its log-ratio and its value; same bounds here.
@@ -205,3 +214,63 @@ def iw_sft_loss(
         "num_tokens": float(mask.sum()),
     }
     return loss, metrics
+
+
+# ---- the registry: every objective the training loop can run, declared once ---------------------------------
+
+
+@dataclass
+class TokenInputs:
+    """What a loss may read, per token ``[B, T]``: the policy's log-probs of the dataset tokens, the trained-token
+    mask, the mini batch's trained-token count, and (when the objective needs them) the old policy's and the
+    reference's log-probs and the exact full-vocabulary KL."""
+
+    logprobs: torch.Tensor
+    mask: torch.Tensor
+    num_tokens: float
+    old_logprobs: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
+    full_kl: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training objective: ``loss(inputs, cfg) -> (loss, metrics)`` with ``cfg`` a ``TrainConfig``.
+
+    ``needs_reference``: reads π_ref, the frozen initial model (``inputs.ref_logprobs``). ``needs_old_policy``:
+    reads π_old (``inputs.old_logprobs``), refreshed per ``old_policy_refresh``; with ``never`` the old policy is
+    the initial model, so π_ref is kept for it.
+    """
+
+    name: str
+    loss: Callable[[TokenInputs, Any], tuple[torch.Tensor, Metrics]]
+    needs_reference: bool = False
+    needs_old_policy: bool = False
+
+
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective("sft", lambda x, c: sft_loss(x.logprobs, x.mask, x.num_tokens)),
+        Objective(
+            "psft",
+            lambda x, c: psft_loss(x.logprobs, x.old_logprobs, x.mask, c.clip_low, c.clip_high, x.num_tokens),
+            needs_old_policy=True,
+        ),
+        Objective(
+            "sft_kl",
+            lambda x, c: sft_kl_loss(
+                x.logprobs, x.ref_logprobs, x.mask, c.kl_coef, c.kl_estimator, x.num_tokens, x.full_kl
+            ),
+            needs_reference=True,
+        ),
+        Objective("dft", lambda x, c: dft_loss(x.logprobs, x.mask, x.num_tokens)),
+        Objective(
+            "iw_sft",
+            lambda x, c: iw_sft_loss(
+                x.logprobs, x.ref_logprobs, x.mask, (c.iw_clip_low, c.iw_clip_high), c.iw_level, x.num_tokens
+            ),
+            needs_reference=True,
+        ),
+    )
+}

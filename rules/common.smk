@@ -1,10 +1,4 @@
 # Helpers shared by the Snakefile and the rule files (Snakemake's lint wants functions apart from rules).
-from psftlib.hub import run_source
-
-
-def with_replicates(runs):
-    """The runs and their seed replicates (seed_replicates in the profile)."""
-    return [r for run in runs for r in replicates(P, run)]
 
 
 def slice_of(*keys):
@@ -13,7 +7,7 @@ def slice_of(*keys):
 
 
 def run_data(wc):
-    return f"{DATA}/{run_source(P, wc.run)['data']}.jsonl"
+    return f"{DATA}/{P.run_source(wc.run)['data']}.jsonl"
 
 
 def post_data(stage):

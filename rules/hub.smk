@@ -15,9 +15,9 @@ HUB_DATASETS = sorted(PAPER["datasets"])
 
 
 rule world:
-    """One paper.datasets entry, loaded by id with the paper's filters into our JSONL schema (psftlib.loaders)."""
+    """One paper.datasets entry, loaded by id with the paper's filters into our JSONL schema (psftlib.worlds.loaders)."""
     input:
-        src=["psftlib/loaders.py", "psftlib/data.py"],
+        src=sources("psftlib.worlds.loaders"),
     output:
         f"{DATA}/{{dataset}}.jsonl",
     wildcard_constraints:
@@ -35,19 +35,19 @@ rule world:
     conda:
         "../environment.gpu.lock.yml"
     shell:
-        "python -m psftlib.loaders --profile {params.profile} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "python -m psftlib.worlds.loaders --profile {params.profile} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
 rule train:
     """One SFT-stage run on GPUs: the run's hub model (paper.run_sources) on its dataset, accelerate + FSDP."""
     input:
-        src=SRC["train"] + ["psftlib/hub.py", "psftlib/models.py"],
+        src=sources("psftlib.train.hub"),
         data=run_data,
     output:
-        metrics=f"results/runs/{P.name}/{{run}}/metrics.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{run}}/checkpoint"),
+        metrics=f"{RUNS}/{{run}}/metrics.jsonl",
+        checkpoint=directory(f"{RUNS}/{{run}}/checkpoint"),
     params:
-        slice=lambda wc: json.dumps({**P.data["train"], **P.data["runs"][wc.run], **run_source(P, wc.run)},
+        slice=lambda wc: json.dumps({**P.data["train"], **P.data["runs"][wc.run], **P.run_source(wc.run)},
                                     sort_keys=True),
         profile=P.name,
         accelerate=ACCELERATE,
@@ -63,19 +63,19 @@ rule train:
         "../environment.gpu.lock.yml"
     shell:
         "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
-        "-m psftlib.hub --profile {params.profile} --run {wildcards.run} > {log} 2>&1"
+        "-m psftlib.train.hub --profile {params.profile} --run {wildcards.run} > {log} 2>&1"
 
 
 rule grpo:
     """GRPO (TRL + vLLM generation, the paper's DAPO settings) from a cold-start run: Figure 5, Table 2."""
     input:
-        src=SRC["post"],
+        src=sources("psftlib.post.__main__"),
         prompts=post_data("grpo"),
-        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
+        checkpoint=f"{RUNS}/{{cold}}/checkpoint",
     output:
-        metrics=f"results/runs/{P.name}/{{cold}}+grpo/metrics.jsonl",
-        evals=f"results/runs/{P.name}/{{cold}}+grpo/eval.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+grpo/checkpoint"),
+        metrics=f"{RUNS}/{{cold}}+grpo/metrics.jsonl",
+        evals=f"{RUNS}/{{cold}}+grpo/eval.jsonl",
+        checkpoint=directory(f"{RUNS}/{{cold}}+grpo/checkpoint"),
     params:
         slice=lambda wc: json.dumps({"grpo": P.data.get("grpo")}, sort_keys=True),
         profile=P.name,
@@ -92,19 +92,19 @@ rule grpo:
         "../environment.gpu.lock.yml"
     shell:
         "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
-        "-m psftlib.posttrain --profile {params.profile} --stage grpo --cold-start {wildcards.cold} > {log} 2>&1"
+        "-m psftlib.post --profile {params.profile} --stage grpo --cold-start {wildcards.cold} > {log} 2>&1"
 
 
 rule dpo:
     """DPO (TRL) from a cold-start run: Figures 6-7, Table 3."""
     input:
-        src=SRC["post"],
+        src=sources("psftlib.post.__main__"),
         pairs=post_data("dpo"),
-        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
+        checkpoint=f"{RUNS}/{{cold}}/checkpoint",
     output:
-        metrics=f"results/runs/{P.name}/{{cold}}+dpo/metrics.jsonl",
-        evals=f"results/runs/{P.name}/{{cold}}+dpo/eval.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+dpo/checkpoint"),
+        metrics=f"{RUNS}/{{cold}}+dpo/metrics.jsonl",
+        evals=f"{RUNS}/{{cold}}+dpo/eval.jsonl",
+        checkpoint=directory(f"{RUNS}/{{cold}}+dpo/checkpoint"),
     params:
         slice=lambda wc: json.dumps({"dpo": P.data.get("dpo")}, sort_keys=True),
         profile=P.name,
@@ -121,26 +121,26 @@ rule dpo:
         "../environment.gpu.lock.yml"
     shell:
         "accelerate launch --config_file {params.accelerate} --num_processes {params.gpus} "
-        "-m psftlib.posttrain --profile {params.profile} --stage dpo --cold-start {wildcards.cold} > {log} 2>&1"
+        "-m psftlib.post --profile {params.profile} --stage dpo --cold-start {wildcards.cold} > {log} 2>&1"
 
 
 rule eval:
     """The final task sets on a finished run (or a run's base model: run=base) with lm-eval on vLLM, one GPU."""
     input:
-        src=SRC["eval"],
-        checkpoint=lambda wc: [] if wc.run == "base" else f"results/runs/{P.name}/{wc.run}/checkpoint",
+        src=sources("psftlib.eval.__main__"),
+        checkpoint=lambda wc: [] if wc.run == "base" else f"{RUNS}/{wc.run}/checkpoint",
     output:
-        scores=[f"results/eval/{P.name}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
-        samples=[f"results/eval/{P.name}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
+        scores=[f"{EVALS}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
+        samples=[f"{EVALS}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
     wildcard_constraints:
         run="|".join(map(re.escape, ALL_RUNS)),
     params:
         slice=slice_of("eval"),
         profile=P.name,
         sets=" ".join(FINAL_SETS),
-        out_dir=lambda wc: f"results/eval/{P.name}/{wc.run}",
+        out_dir=lambda wc: f"{EVALS}/{wc.run}",
         model=lambda wc: PAPER["models"][PAPER.get("base_model", "qwen25_7b")] if wc.run == "base"
-        else f"results/runs/{P.name}/{wc.run}/checkpoint",
+        else f"{RUNS}/{wc.run}/checkpoint",
     log:
         f"{LOGS}/eval_{{run}}.log",
     benchmark:

@@ -1,6 +1,6 @@
 # Compute rules of the small world (world.kind: small: the mini and smoke profiles): the base model and data are
 # built here (rule world), then every run trains from them on CPU. Included by the Snakefile.
-from psftlib.smallworld import SKILLS
+from psftlib.worlds.small import SKILLS
 
 EVAL_SPLITS = [*(f"eval_{skill}" for skill in SKILLS), "eval_format", *(f"eval_target_{n}" for n in P["world"]["levels"])]
 
@@ -9,7 +9,7 @@ rule world:
     """Tokenizer, base model and demonstration data of the profile (offline)."""
     input:
         notebook="notebooks/world.py",
-        src=SRC["world"],
+        src=sources("notebooks/world.py"),
     output:
         train=f"{DATA}/train.jsonl",
         heldout=f"{DATA}/heldout.jsonl",
@@ -18,8 +18,8 @@ rule world:
         rl=f"{DATA}/rl.jsonl",
         prefs=f"{DATA}/prefs.jsonl",
         pretrain=f"{DATA}/pretrain.jsonl",
-        base=directory(f"results/world/{P.name}/base"),
-        notebook=f"{NB}/world.ipynb",
+        base=directory(LAY.rel(LAY.base)),
+        notebook=LAY.rel(LAY.notebook("world")),
     params:
         slice=slice_of("seed", "world", "model", "pretrain"),
         profile=P.name,
@@ -40,13 +40,13 @@ rule initial_curves:
     """The base model on the in-training subset (eval.during_training): step 0 of every run's curves, evaluated
     once (each run would compute the same seeded scores; the runs check the base's fingerprint)."""
     input:
-        src=SRC["eval"],
+        src=sources("psftlib.eval.__main__"),
         data=rules.world.output.train,
         heldout=rules.world.output.heldout,
         evals=rules.world.output.evals,
         base=rules.world.output.base,
     output:
-        f"results/eval/{P.name}/base/initial_curves.json",
+        LAY.rel(LAY.initial_curves),
     params:
         slice=slice_of("eval"),
         profile=P.name,
@@ -66,22 +66,22 @@ rule train:
     """One SFT or PSFT run (runs.<run> in the profile) from the base model."""
     input:
         notebook="notebooks/train.py",
-        src=SRC["train"],
+        src=sources("notebooks/train.py"),
         data=rules.world.output.train,
         heldout=rules.world.output.heldout,
         evals=rules.world.output.evals,
         base=rules.world.output.base,
         initial_curves=rules.initial_curves.output,
     output:
-        metrics=f"results/runs/{P.name}/{{run}}/metrics.jsonl",
-        config=f"results/runs/{P.name}/{{run}}/config.json",
-        evals=f"results/runs/{P.name}/{{run}}/eval.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{run}}/checkpoint"),
-        selected=directory(f"results/runs/{P.name}/{{run}}/selected"),  # Table 1's selection (in-domain curve)
-        notebook=f"{NB}/train_{{run}}.ipynb",
+        metrics=f"{RUNS}/{{run}}/metrics.jsonl",
+        config=f"{RUNS}/{{run}}/config.json",
+        evals=f"{RUNS}/{{run}}/eval.jsonl",
+        checkpoint=directory(f"{RUNS}/{{run}}/checkpoint"),
+        selected=directory(f"{RUNS}/{{run}}/selected"),  # Table 1's selection (in-domain curve)
+        notebook=LAY.rel(LAY.notebook("train_{run}")),
     params:
         slice=lambda wc: json.dumps(
-            {**P.data["train"], **P.data["runs"][wc.run], "eval": EVAL.get("during_training")}, sort_keys=True
+            {**P.data["train"], **P.data["runs"][wc.run], "eval": P.data["eval"].get("during_training")}, sort_keys=True
         ),
         profile=P.name,
         runner=RUN_NOTEBOOK,
@@ -104,15 +104,15 @@ rule train:
 rule grpo:
     """GRPO (TRL, the paper's DAPO settings) from a cold-start run: Figure 5, Table 2."""
     input:
-        src=SRC["post"],
+        src=sources("psftlib.post.__main__"),
         prompts=rules.world.output.rl,
-        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
+        checkpoint=f"{RUNS}/{{cold}}/checkpoint",
     output:
-        metrics=f"results/runs/{P.name}/{{cold}}+grpo/metrics.jsonl",
-        evals=f"results/runs/{P.name}/{{cold}}+grpo/eval.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+grpo/checkpoint"),
+        metrics=f"{RUNS}/{{cold}}+grpo/metrics.jsonl",
+        evals=f"{RUNS}/{{cold}}+grpo/eval.jsonl",
+        checkpoint=directory(f"{RUNS}/{{cold}}+grpo/checkpoint"),
     params:
-        slice=lambda wc: json.dumps({"grpo": P.data.get("grpo"), "eval": EVAL}, sort_keys=True),
+        slice=lambda wc: json.dumps({"grpo": P.data.get("grpo"), "eval": P.data["eval"]}, sort_keys=True),
         profile=P.name,
     log:
         f"{LOGS}/grpo_{{cold}}.log",
@@ -123,22 +123,22 @@ rule grpo:
     conda:
         "../environment.lock.yml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m psftlib.posttrain --profile {params.profile} --stage grpo "
+        "OMP_NUM_THREADS={threads} python -m psftlib.post --profile {params.profile} --stage grpo "
         "--cold-start {wildcards.cold} > {log} 2>&1"
 
 
 rule dpo:
     """DPO (TRL) from a cold-start run: Figures 6-7, Table 3."""
     input:
-        src=SRC["post"],
+        src=sources("psftlib.post.__main__"),
         pairs=rules.world.output.prefs,
-        checkpoint=f"results/runs/{P.name}/{{cold}}/checkpoint",
+        checkpoint=f"{RUNS}/{{cold}}/checkpoint",
     output:
-        metrics=f"results/runs/{P.name}/{{cold}}+dpo/metrics.jsonl",
-        evals=f"results/runs/{P.name}/{{cold}}+dpo/eval.jsonl",
-        checkpoint=directory(f"results/runs/{P.name}/{{cold}}+dpo/checkpoint"),
+        metrics=f"{RUNS}/{{cold}}+dpo/metrics.jsonl",
+        evals=f"{RUNS}/{{cold}}+dpo/eval.jsonl",
+        checkpoint=directory(f"{RUNS}/{{cold}}+dpo/checkpoint"),
     params:
-        slice=lambda wc: json.dumps({"dpo": P.data.get("dpo"), "eval": EVAL}, sort_keys=True),
+        slice=lambda wc: json.dumps({"dpo": P.data.get("dpo"), "eval": P.data["eval"]}, sort_keys=True),
         profile=P.name,
     log:
         f"{LOGS}/dpo_{{cold}}.log",
@@ -149,7 +149,7 @@ rule dpo:
     conda:
         "../environment.lock.yml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m psftlib.posttrain --profile {params.profile} --stage dpo "
+        "OMP_NUM_THREADS={threads} python -m psftlib.post --profile {params.profile} --stage dpo "
         "--cold-start {wildcards.cold} > {log} 2>&1"
 
 
@@ -157,32 +157,32 @@ rule eval:
     """The final task sets, in one process, on a finished run's final checkpoint (or the base model: run=base; or
     the checkpoint selected by the run's in-domain curve: run=<run>@selected, Table 1)."""
     input:
-        src=SRC["eval"],
+        src=sources("psftlib.eval.__main__"),
         data=rules.world.output.evals,
         checkpoint=lambda wc: (
             rules.world.output.base
             if wc.run == "base"
-            else f"results/runs/{P.name}/{selected_of(wc.run)}/selected"
+            else f"{RUNS}/{selected_of(wc.run)}/selected"
             if selected_of(wc.run)
-            else f"results/runs/{P.name}/{wc.run}/checkpoint"
+            else f"{RUNS}/{wc.run}/checkpoint"
         ),
         # a selected checkpoint that is the final one reuses the final evaluation (psftlib.eval.reuse_final_eval)
         final_eval=lambda wc: (
-            [f"results/eval/{P.name}/{selected_of(wc.run)}/{s}.json" for s in FINAL_SETS]
+            [f"{EVALS}/{selected_of(wc.run)}/{s}.json" for s in FINAL_SETS]
             if selected_of(wc.run)
             else []
         ),
     output:
-        scores=[f"results/eval/{P.name}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
-        samples=[f"results/eval/{P.name}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
+        scores=[f"{EVALS}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
+        samples=[f"{EVALS}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
     wildcard_constraints:
         run="|".join(map(re.escape, ALL_RUNS + SELECTED)),
     params:
         slice=slice_of("eval"),
         profile=P.name,
         sets=" ".join(FINAL_SETS),
-        out_dir=lambda wc: f"results/eval/{P.name}/{wc.run}",
-        reuse=lambda wc: f"--reuse-final results/eval/{P.name}/{selected_of(wc.run)}" if selected_of(wc.run) else "",
+        out_dir=lambda wc: f"{EVALS}/{wc.run}",
+        reuse=lambda wc: f"--reuse-final {EVALS}/{selected_of(wc.run)}" if selected_of(wc.run) else "",
     log:
         f"{LOGS}/eval_{{run}}.log",
     benchmark:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from psftlib.config import load_profile
-from psftlib.train import run_paths
-from psftlib.world import build_world
+from psftlib.layout import Layout
+from psftlib.worlds.build import build_world
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -28,9 +28,9 @@ def smoke_world(smoke_profile, tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_world_in_results(smoke_profile):
     """The smoke world where the pipeline expects it (results/.../smoke, git-ignored)."""
-    paths = run_paths("smoke", "_")
-    build_world(smoke_profile.data, paths["train_data"].parent, paths["base"].parent)
-    return paths
+    lay = Layout("smoke")
+    build_world(smoke_profile.data, lay.data, lay.base.parent)
+    return lay
 
 
 @pytest.fixture()
@@ -38,7 +38,7 @@ def tiny_model_and_examples(smoke_world):
     from transformers import AutoModelForCausalLM
 
     from psftlib.data import encode_all, read_jsonl
-    from psftlib.world import load_tokenizer
+    from psftlib.worlds.build import load_tokenizer
 
     tok = load_tokenizer(smoke_world / "world" / "base")
     model = AutoModelForCausalLM.from_pretrained(str(smoke_world / "world" / "base"), dtype=torch.float32)

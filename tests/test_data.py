@@ -3,7 +3,7 @@
 import pytest
 
 from psftlib.data import DataError, collate, encode, read_jsonl, write_jsonl
-from psftlib.world import load_tokenizer
+from psftlib.worlds.build import load_tokenizer
 
 
 def test_malformed_records_name_file_and_line(tmp_path):

@@ -10,8 +10,8 @@ import yaml
 
 from psftlib.data import DataError
 from psftlib.eval import TASK_DIR, EvalConfig, EvalError, evaluate, reuse_final_eval, task_spec
-from psftlib.smallworld import SYSTEM_PROMPT
-from psftlib.verify import extract_answer, is_correct
+from psftlib.eval.verify import extract_answer, is_correct
+from psftlib.worlds.small import SYSTEM_PROMPT
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -143,7 +143,7 @@ def test_paper_task_yaml_runs_against_a_local_fixture_of_the_same_schema(task, s
 
 
 def test_evaluate_gives_an_in_memory_model_back_in_the_mode_it_found_it(smoke_world):
-    from psftlib.world import load_checkpoint
+    from psftlib.worlds.build import load_checkpoint
 
     model, tok = load_checkpoint(smoke_world / "world" / "base")
     cfg = EvalConfig(repeats=1, limit=1, max_gen_toks=4, batch_size=1)
@@ -180,7 +180,7 @@ def test_initial_curves_are_refused_when_made_for_other_weights_or_settings(smok
     from psftlib.config import load_profile
     from psftlib.eval import read_initial_curves, write_initial_curves
 
-    prof, base = load_profile("smoke"), smoke_world_in_results["base"]
+    prof, base = load_profile("smoke"), smoke_world_in_results.base
     path = tmp_path / "initial_curves.json"
     scores = write_initial_curves(prof, base, path)
     assert scores and read_initial_curves(path, prof, base) == scores

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from psftlib.paper import PAPER_DIR, load_paper_table
+from psftlib.report.paper import PAPER_DIR, load_paper_table
 
 TABLES = sorted(p.stem for p in PAPER_DIR.glob("*.csv"))
 REQUIRED = ["model", "method", "method_id", "benchmark", "benchmark_id", "domain", "setting", "value"]

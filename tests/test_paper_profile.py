@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from psftlib import judge, loaders
+from psftlib.eval import judge
+from psftlib.worlds import loaders
 from psftlib.config import Profile, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,8 +297,8 @@ def _tiny_qwen25_vl(vocab: int):
 def test_vlm_freeze_trains_only_the_language_model(tmp_path):
     from psftlib.config import TrainConfig
     from psftlib.data import encode_all
-    from psftlib.models import freeze_vision_tower, vision_modules
     from psftlib.train import train
+    from psftlib.worlds.models import freeze_vision_tower, vision_modules
 
     tok = _word_tokenizer()
     model = _tiny_qwen25_vl(len(tok))
@@ -327,7 +328,7 @@ def test_vlm_freeze_trains_only_the_language_model(tmp_path):
 def test_qwen2_vl_freeze_and_causal_lm_refusal():
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    from psftlib.models import (
+    from psftlib.worlds.models import (
         attn_implementation,
         freeze_vision_tower,
         is_vision_language,
@@ -498,7 +499,7 @@ def test_gpu_check_imports_and_refuses_without_cuda(capsys):
 def test_load_model_from_a_local_checkpoint_freezes_a_vlm(tmp_path):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from psftlib.models import load_model
+    from psftlib.worlds.models import load_model
 
     tok = _word_tokenizer()
     lm = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -538,17 +539,17 @@ def test_paper_dag_dry_run_lists_every_table_and_figure_rule():
     lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", "config/paper.yaml"],
                           cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert ("accelerate launch --config_file config/accelerate/fsdp.yaml --num_processes 8 -m psftlib.hub "
+    assert ("accelerate launch --config_file config/accelerate/fsdp.yaml --num_processes 8 -m psftlib.train.hub "
             "--profile paper --run psft") in res.stdout  # fmt: skip
 
 
 def test_hub_run_trains_a_local_model_on_loaded_data(tmp_path):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from psftlib.hub import run_source, train_hub_run
+    from psftlib.train.hub import train_hub_run
 
     prof = load_profile("paper")
-    assert run_source(prof, "psft")["model_id"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert prof.run_source("psft")["model_id"] == "Qwen/Qwen2.5-7B-Instruct"
     loaded = loaders.load_dataset_spec(PAPER["paper"]["datasets"]["openr1_math_8192"],
                                        PAPER["paper"]["system_prompts"], words, FIX / "openr1_math.jsonl")  # fmt: skip
     loaders.write_records(tmp_path / "data.jsonl", loaded.records)

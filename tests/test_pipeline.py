@@ -169,7 +169,7 @@ def test_smoke_dag_runs_end_to_end():
         os.utime(notebook, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     jobs = set(re.findall(r"^(\w+)\s+\d+$", touched[touched.index("Job stats:") :], flags=re.M)) - {"total"}
     assert jobs == {"fig1_entropy", "report", "all"}, jobs
-    from psftlib.findings import FINDINGS
+    from psftlib.report.findings import FINDINGS
 
     findings = (ROOT / "results" / "smoke" / "findings.md").read_text()
     for f in FINDINGS:
@@ -177,7 +177,7 @@ def test_smoke_dag_runs_end_to_end():
         assert any(f"**{v}**" in row for v in ("holds", "does not hold", "within noise", "not run")), row
     # step 0 of every curve is the base's in-training evaluation, computed once: a fresh evaluation gives it again
     from psftlib.eval import make_training_evaluator
-    from psftlib.world import load_checkpoint
+    from psftlib.worlds.build import load_checkpoint
 
     base, tok = load_checkpoint(ROOT / "results" / "world" / "smoke" / "base")
     initial = json.loads((ROOT / "results" / "eval" / "smoke" / "base" / "initial_curves.json").read_text())

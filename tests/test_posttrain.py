@@ -7,7 +7,7 @@ import torch
 
 from psftlib.config import load_profile
 from psftlib.data import read_jsonl
-from psftlib.rl import GRPOSettings, correctness_reward, overlong_reward
+from psftlib.post.grpo import GRPOSettings, correctness_reward, overlong_reward
 
 
 def test_correctness_reward_uses_the_harness_answer_check():
@@ -41,7 +41,7 @@ def cold_start(smoke_world, tmp_path_factory):
 
     from psftlib.data import encode_all
     from psftlib.train import train
-    from psftlib.world import load_tokenizer
+    from psftlib.worlds.build import load_tokenizer
 
     out = tmp_path_factory.mktemp("cold")
     tok = load_tokenizer(smoke_world / "world" / "base")
@@ -58,7 +58,7 @@ def test_grpo_runs_logs_reward_and_entropy_and_saves_a_reloadable_checkpoint(
 ):
     from transformers import AutoModelForCausalLM
 
-    from psftlib.rl import run_grpo
+    from psftlib.post.grpo import run_grpo
 
     section = {
         k: v for k, v in load_profile("smoke")["grpo"].items() if k not in ("cold_starts", "eval_every")
@@ -78,7 +78,7 @@ def test_grpo_runs_logs_reward_and_entropy_and_saves_a_reloadable_checkpoint(
 
 @pytest.mark.slow
 def test_dpo_runs_and_logs_chosen_and_rejected_rewards(cold_start, smoke_world, tmp_path):
-    from psftlib.dpo import DPOSettings, run_dpo
+    from psftlib.post.dpo import DPOSettings, run_dpo
 
     section = {
         k: v for k, v in load_profile("smoke")["dpo"].items() if k not in ("cold_starts", "eval_every")
@@ -93,7 +93,7 @@ def test_dpo_runs_and_logs_chosen_and_rejected_rewards(cold_start, smoke_world, 
 
 
 def test_a_bad_cold_start_path_is_named(tmp_path, smoke_world):
-    from psftlib.rl import run_grpo
+    from psftlib.post.grpo import run_grpo
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing")):
         run_grpo(tmp_path / "missing", [], GRPOSettings(), tmp_path / "out")

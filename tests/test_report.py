@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from psftlib.report import benchmarks_table, provenance, render_trace
+from psftlib.report.html import benchmarks_table, provenance, render_trace
 
 
 def _traces(tmp_path):

@@ -4,7 +4,9 @@ import random
 
 import pytest
 
-from psftlib.smallworld import (
+from psftlib.eval.verify import extract_answer, is_correct
+from psftlib.worlds.build import build_tokenizer
+from psftlib.worlds.small import (
     REFLECTIVE,
     SKILLS,
     check_format,
@@ -14,8 +16,6 @@ from psftlib.smallworld import (
     make_target_item,
     vocabulary_corpus,
 )
-from psftlib.verify import extract_answer, is_correct
-from psftlib.world import build_tokenizer
 
 
 def _items(seed):
@@ -74,7 +74,7 @@ WORLD = {"levels": [3, 4, 5], "max_value": 19, "max_operand": 9, "n_eval_skill":
 
 def test_datasets_are_deterministic_disjoint_and_sized(tmp_path):
     from psftlib.data import write_jsonl
-    from psftlib.smallworld import make_datasets
+    from psftlib.worlds.small import make_datasets
 
     sets = make_datasets(WORLD, 0)
     write_jsonl(tmp_path / "a.jsonl", sets["train"])
@@ -103,7 +103,7 @@ def test_datasets_are_deterministic_disjoint_and_sized(tmp_path):
 
 
 def test_preference_pairs_are_right_against_wrong_or_unformatted():
-    from psftlib.smallworld import make_datasets
+    from psftlib.worlds.small import make_datasets
 
     pairs = make_datasets({**WORLD, "n_pref": 40}, 3)["prefs"]
     assert {p["skill"] for p in pairs} == {"format", "target"}
@@ -132,7 +132,7 @@ def test_skill_tasks_score_through_lm_eval_scoring_function():
 def test_skill_tasks_run_through_the_harness(smoke_world, tmp_path):
     from psftlib.data import write_jsonl
     from psftlib.eval import TASK_DIR, EvalConfig, evaluate
-    from psftlib.smallworld import make_datasets
+    from psftlib.worlds.small import make_datasets
 
     sets = make_datasets({**WORLD, "n_eval_skill": 3}, 0)
     for name in ("eval_sort", "eval_format"):

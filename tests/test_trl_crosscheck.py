@@ -13,7 +13,7 @@ def test_sft_loss_equals_trl_sft_loss(smoke_world, tmp_path):
     from psftlib.data import collate, encode, read_jsonl
     from psftlib.logprobs import token_logprobs
     from psftlib.objectives import sft_loss
-    from psftlib.world import load_tokenizer
+    from psftlib.worlds.build import load_tokenizer
 
     tok = load_tokenizer(smoke_world / "world" / "base")
     model = AutoModelForCausalLM.from_pretrained(str(smoke_world / "world" / "base"), dtype=torch.float32)

@@ -8,7 +8,9 @@ import torch
 
 from psftlib.config import TrainConfig
 from psftlib.data import encode_all
-from psftlib.train import Plan, _micro_batches, _refresh, backward_mini_batch, train
+from psftlib.train import Plan, backward_mini_batch, train
+from psftlib.train.plan import micro_batches
+from psftlib.train.refresh import refresh
 
 
 def _cfg(**kw):
@@ -74,15 +76,15 @@ def test_entropy_selected_psft_trains_only_the_chosen_tokens(tiny_model_and_exam
     model, tok, examples = tiny_model_and_examples
     cfg = _cfg(objective="psft", entropy_top_fraction=0.2)
     plan = Plan(cfg, len(examples))
-    pending = _refresh(model, None, examples, plan, 0, tok.pad_token_id, torch.device("cpu"))
+    pending = refresh(model, None, examples, plan, 0, tok.pad_token_id, torch.device("cpu"))
     assert sorted(pending) == [0, 1, 2, 3]
-    masks = [(mb["loss_mask"][:, 1:]) for s in range(4) for mb in _micro_batches(examples, plan.indices(s), cfg,
+    masks = [(mb["loss_mask"][:, 1:]) for s in range(4) for mb in micro_batches(examples, plan.indices(s), cfg,
              tok.pad_token_id, "cpu")]  # fmt: skip
     selected = torch.cat([sel.flatten() for s in range(4) for sel in pending[s]["select"]])
     total = torch.cat([m.flatten() for m in masks]).sum()
     assert selected.sum() / total == pytest.approx(0.2, abs=0.03)
     # the gradient of a mini batch with selection = the gradient of PSFT on the selected tokens only
-    micro = _micro_batches(examples, plan.indices(1), cfg, tok.pad_token_id, "cpu")
+    micro = micro_batches(examples, plan.indices(1), cfg, tok.pad_token_id, "cpu")
     m1 = deepcopy(model)
     parts, _ = backward_mini_batch(m1, micro, "psft", cfg, pending[1]["old"], pending[1]["select"])
     assert sum(p["num_tokens"] for p in parts) == sum(float(s.sum()) for s in pending[1]["select"])
@@ -104,7 +106,7 @@ def test_refresh_in_fuller_forwards_gives_the_same_old_logprobs(
     for size in (None, 5, 64):
         cfg = _cfg(objective="psft", refresh_batch_size=size, entropy_top_fraction=entropy_top_fraction)
         plan = Plan(cfg, len(examples))
-        results[size] = _refresh(model, None, examples, plan, 0, tok.pad_token_id, torch.device("cpu"))
+        results[size] = refresh(model, None, examples, plan, 0, tok.pad_token_id, torch.device("cpu"))
     for size in (5, 64):
         assert sorted(results[size]) == sorted(results[None])
         for s, got in results[size].items():
@@ -182,7 +184,7 @@ def test_traces_hold_every_trained_token_of_the_traced_demonstrations(tiny_model
 
 
 def test_over_seeds_takes_the_larger_of_seed_spread_and_run_error():
-    from psftlib.findings import Estimate, over_seeds
+    from psftlib.report.findings import Estimate, over_seeds
 
     one = Estimate(0.5, 0.01)
     assert over_seeds([one]) is one

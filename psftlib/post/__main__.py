@@ -1,0 +1,49 @@
+"""``python -m psftlib.post --profile mini --stage grpo --cold-start psft``: one post-training run (TRL)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from psftlib.config import load_profile
+from psftlib.data import read_jsonl
+from psftlib.eval import make_training_evaluator
+from psftlib.post.dpo import DPOSettings, run_dpo
+from psftlib.post.grpo import GRPOSettings, run_grpo
+from psftlib.runtime import set_threads
+from psftlib.worlds.build import check_checkpoint, load_tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m psftlib.post --profile mini --stage grpo --cold-start psft``: one post-training run."""
+    parser = argparse.ArgumentParser(
+        description="GRPO or DPO from a cold-start run of a profile (through TRL)."
+    )
+    parser.add_argument("--profile", default="mini")
+    parser.add_argument("--stage", required=True, choices=["grpo", "dpo"])
+    parser.add_argument(
+        "--cold-start", required=True, help="a run name of the profile whose checkpoint starts this"
+    )
+    parser.add_argument("--out", default=None, help="default results/runs/<profile>/<cold-start>+<stage>")
+    args = parser.parse_args(argv)
+    prof = load_profile(args.profile)
+    set_threads(prof["threads"])
+    section = dict(prof.data[args.stage])
+    section.pop("cold_starts", None)
+    eval_every = section.pop("eval_every", 0)
+    folder = prof.layout.data
+    cold = prof.layout.run(args.cold_start) / "checkpoint"
+    out = Path(args.out) if args.out else prof.layout.run(f"{args.cold_start}+{args.stage}")
+    evaluator = None
+    if eval_every:
+        evaluator = make_training_evaluator(prof, load_tokenizer(check_checkpoint(cold)))
+    if args.stage == "grpo":
+        prompts = read_jsonl(folder / "rl.jsonl", required=("prompt", "answer"))
+        run_grpo(cold, prompts, GRPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)
+    else:
+        pairs = read_jsonl(folder / "prefs.jsonl", required=("prompt", "chosen", "rejected"))
+        run_dpo(cold, pairs, DPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""What the GRPO and DPO stages share: cold-start checks, TRL plumbing, metrics and eval in our JSONL shape.
+
+TRL does the algorithms (``psftlib.post.grpo`` drives ``GRPOTrainer``, ``psftlib.post.dpo`` drives ``DPOTrainer``); this module
+turns their logs into the same ``metrics.jsonl`` / ``eval.jsonl`` files the SFT trainer writes, with the same
+names where the quantity is the same (``entropy``, ``clip_fraction_high`` ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from psftlib.worlds.build import load_checkpoint, save_pretrained_atomic
+
+# TRL log key -> our metric name (conventions.md); every other numeric key is kept under its TRL name
+RENAME = {
+    "loss": "loss",
+    "entropy": "entropy",
+    "grad_norm": "grad_norm",
+    "learning_rate": "lr",
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "clip_ratio/high_mean": "clip_fraction_high",
+    "clip_ratio/low_mean": "clip_fraction_low",
+    "clip_ratio/region_mean": "clip_fraction",
+    "completions/mean_length": "completion_length",
+    "completions/clipped_ratio": "completion_truncated_fraction",
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
+    "rewards/margins": "reward_margin",
+    "rewards/accuracies": "reward_accuracy",
+    "logps/chosen": "logp_chosen",
+    "logps/rejected": "logp_rejected",
+    "kl": "kl",
+}
+
+
+def load_cold_start(path: str | Path):
+    """(model, tokenizer) of a cold start, loaded by path (TRL rebuilds references from paths, not objects)."""
+    try:
+        return load_checkpoint(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; train the cold start first") from None
+
+
+def device_args() -> dict[str, Any]:
+    """TRL/transformers arguments for this machine: CPU runs fp32 without activation checkpointing."""
+    if torch.cuda.is_available():
+        return {"bf16": True, "activation_checkpointing": True}
+    return {"use_cpu": True, "bf16": False, "fp16": False, "activation_checkpointing": False}
+
+
+def conversation(row: dict[str, Any]) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    return [*messages, {"role": "user", "content": row["prompt"]}]
+
+
+def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, steps_per_train_batch: int = 1):
+    """A TrainerCallback writing ``metrics.jsonl`` (one line per optimizer step) and ``eval.jsonl``."""
+
+    class JsonlLogger(TrainerCallback):
+        def __init__(self) -> None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.partial = out_dir / ".metrics.jsonl.partial"
+            self.eval_partial = out_dir / ".eval.jsonl.partial"
+            for p in (self.partial, self.eval_partial):
+                p.write_text("")
+            self.rows: list[dict[str, float]] = []
+
+        def _eval(self, model, step: int) -> None:
+            if evaluator is None:
+                return
+            scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
+            with open(self.eval_partial, "a") as f:
+                f.write(
+                    json.dumps({"step": step, "train_batch": step / steps_per_train_batch, **scores}) + "\n"
+                )
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            self._eval(model, 0)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "train_runtime" in logs:
+                return
+            row: dict[str, float] = {
+                "step": state.global_step,
+                "train_batch": state.global_step / steps_per_train_batch,
+            }
+            for key, value in logs.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    row[RENAME.get(key, key)] = float(value)
+            self.rows.append(row)
+            with open(self.partial, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if eval_every and (state.global_step % eval_every == 0 or state.global_step == state.max_steps):
+                self._eval(model, state.global_step)
+
+        def finish(self) -> None:
+            os.replace(self.partial, out_dir / "metrics.jsonl")
+            if evaluator is not None:
+                os.replace(self.eval_partial, out_dir / "eval.jsonl")
+            elif self.eval_partial.exists():
+                self.eval_partial.unlink()
+
+    return JsonlLogger()
+
+
+def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator, eval_every,
+            steps_per_train_batch: int = 1, **trainer_kwargs) -> list[dict[str, float]]:  # fmt: skip
+    """Load the cold start by path, train with a TRL trainer, write our JSONL files and the checkpoint atomically.
+
+    ``dataset_rows(tokenizer) -> rows`` builds the dataset; ``args_for(trl_dir) -> TRL config``.
+    """
+    out_dir = Path(out_dir)
+    model, tokenizer = load_cold_start(cold_start)
+    logger = make_callbacks(out_dir, evaluator, eval_every, steps_per_train_batch)
+    trl_dir = out_dir / ".trl"  # TRL saves nothing there (save_strategy "no"); removed after
+    trainer = trainer_cls(model=model, args=args_for(trl_dir), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
+                          processing_class=tokenizer, callbacks=[logger], **trainer_kwargs)  # fmt: skip
+    trainer.train()
+    logger.finish()
+    shutil.rmtree(trl_dir, ignore_errors=True)
+    save_pretrained_atomic(trainer.model, tokenizer, out_dir / "checkpoint")
+    return logger.rows

@@ -1,0 +1,124 @@
+"""GRPO from a cold start with the paper's DAPO settings (Table 12), through TRL's ``GRPOTrainer``.
+
+Paper Table 12 -> ``GRPOSettings`` -> TRL::
+
+    clip_ratio_low 0.2 / clip_ratio_high 0.28   clip_low / clip_high        epsilon / epsilon_high
+    kl_coef 0.0                                  beta 0 (no reference model) beta
+    token-level DAPO loss                        loss_type "dapo"            loss_type
+    rollout.n 8, temperature 1.0                 num_generations, temperature
+    train_batch_size 256, ppo_mini_batch 32      prompts per generation round / per optimizer step (x n completions)
+    max_response_length 10k, overlong buffer 2k  max_completion_length, overlong_buffer (DAPO soft punishment)
+    lr 1e-6, total_training_steps 100            lr, train_batches (generation rounds; 8 optimizer steps each)
+
+Reward: 1 if the last ``\\boxed{}`` of a completion equals the reference (the eval harness's math-verify check),
+else 0, plus DAPO's soft overlong punishment (0 up to ``max - buffer`` tokens, then linear down to -1 at the
+maximum). Outputs in ``out_dir``: ``metrics.jsonl``, ``eval.jsonl``, ``checkpoint/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from psftlib.eval.verify import extract_answer, is_correct
+from psftlib.post.common import conversation, device_args, run_trl
+
+
+@dataclasses.dataclass
+class GRPOSettings:
+    lr: float = 1e-6
+    train_batch_size: int = 256  # prompts per generation round (one old-policy refresh)
+    mini_batch_size: int = 32  # prompts per optimizer step
+    micro_batch_size: int = 8  # completions per forward/backward (memory only)
+    num_generations: int = 8  # completions per prompt (rollout.n)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    kl_coef: float = 0.0
+    max_prompt_length: int = 2048  # longer prompts are dropped (TRL 1.16 does not truncate prompts)
+    max_completion_length: int = 10240
+    overlong_buffer: int = 2048  # DAPO soft overlong punishment cache; 0 = off
+    train_batches: int = 100  # generation rounds (verl's total_training_steps)
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    @property
+    def steps_per_train_batch(self) -> int:
+        return self.train_batch_size // self.mini_batch_size
+
+    def trl_config(self, trl_dir: Path):
+        """The equivalent ``GRPOConfig`` (batch sizes in TRL count completions, not prompts)."""
+        from trl import GRPOConfig
+
+        completions_per_step = self.mini_batch_size * self.num_generations
+        if completions_per_step % self.micro_batch_size or self.train_batch_size % self.mini_batch_size:
+            raise ValueError(
+                f"grpo: mini_batch_size x num_generations ({completions_per_step}) must be a multiple of "
+                f"micro_batch_size ({self.micro_batch_size}), train_batch_size of mini_batch_size"
+            )
+        grad_accum = completions_per_step // self.micro_batch_size
+        return GRPOConfig(
+            output_dir=str(trl_dir),
+            loss_type="dapo", epsilon=self.clip_low, epsilon_high=self.clip_high, beta=self.kl_coef,
+            num_generations=self.num_generations, temperature=self.temperature, top_p=self.top_p,
+            max_completion_length=self.max_completion_length, mask_truncated_completions=False,
+            per_device_train_batch_size=self.micro_batch_size, gradient_accumulation_steps=grad_accum,
+            steps_per_generation=self.steps_per_train_batch * grad_accum, num_iterations=1,
+            learning_rate=self.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm, max_steps=self.train_batches * self.steps_per_train_batch,
+            use_vllm=False, logging_steps=1, report_to=[], log_completions=False, save_strategy="no",
+            seed=self.seed, data_seed=self.seed, dataloader_num_workers=0, disable_tqdm=True,
+            reward_weights=[1.0, 1.0] if self.overlong_buffer else [1.0], **device_args(),
+        )  # fmt: skip
+
+
+def correctness_reward(completions: list, answer: list[str], **kwargs: Any) -> list[float]:
+    """1.0 when a completion's last boxed answer equals the reference (math-verify), else 0.0."""
+    out = []
+    for completion, gold in zip(completions, answer, strict=True):
+        text = completion[0]["content"] if isinstance(completion, list) else completion
+        out.append(1.0 if is_correct(extract_answer(text), str(gold)) else 0.0)
+    return out
+
+
+def overlong_reward(max_completion_length: int, buffer: int):
+    """DAPO's soft overlong punishment (TRL's implementation)."""
+    from trl.rewards import get_soft_overlong_punishment
+
+    return get_soft_overlong_punishment(max_completion_len=max_completion_length, soft_punish_cache=buffer)
+
+
+def run_grpo(
+    cold_start: str | Path,
+    prompts: list[dict[str, Any]],
+    settings: GRPOSettings,
+    out_dir: str | Path,
+    evaluator: Any = None,
+    eval_every: int = 0,
+) -> list[dict[str, float]]:
+    """GRPO from the checkpoint ``cold_start`` on RL ``prompts`` (rows with ``prompt``, ``answer``, ``system``)."""
+    from trl import GRPOTrainer
+
+    def dataset_rows(tokenizer: Any) -> list[dict[str, Any]]:
+        rows = []
+        for r in prompts:
+            conv = conversation(r)
+            ids = tokenizer.apply_chat_template(
+                conv, add_generation_prompt=True, tokenize=True, return_dict=True
+            )
+            if len(ids["input_ids"]) <= settings.max_prompt_length:
+                rows.append({"prompt": conv, "answer": str(r["answer"])})
+        if len(rows) < settings.train_batch_size:
+            raise ValueError(
+                f"grpo: {len(rows)} usable prompts < train_batch_size {settings.train_batch_size}"
+            )
+        return rows
+
+    rewards = [correctness_reward]
+    if settings.overlong_buffer:
+        rewards.append(overlong_reward(settings.max_completion_length, settings.overlong_buffer))
+    return run_trl(GRPOTrainer, cold_start, dataset_rows, settings.trl_config, out_dir, evaluator, eval_every,
+                   settings.steps_per_train_batch, reward_funcs=rewards)  # fmt: skip

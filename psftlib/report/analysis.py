@@ -1,0 +1,321 @@
+"""Reading finished runs into tables: final scores, per-epoch curves, the epoch-boundary sawtooth.
+
+Shared by the calibration study, the table notebooks and the findings; reads ``results/``, never trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from psftlib.config import Profile, load_profile, replicates
+from psftlib.data import atomic_write
+from psftlib.layout import ROOT, Layout
+from psftlib.report.paper import load_paper_table
+
+DOMAINS = ("in_domain", "out_of_domain")
+
+
+def run_dir(profile: str, run: str, root: Path = ROOT) -> Path:
+    """A run's folder (:meth:`psftlib.layout.Layout.run`)."""
+    return Layout(profile, root).run(run)
+
+
+def domains_of(profile: str | Profile) -> dict[str, list[str]]:
+    """``{"in_domain": [tasks], "out_of_domain": [tasks]}``: the profile's ``eval.task_sets`` of those names."""
+    prof = load_profile(profile)
+    return {d: prof.domain_tasks(d) for d in DOMAINS}
+
+
+def read_jsonl_frame(path: str | Path) -> pd.DataFrame:
+    """A JSONL stream (metrics or evals) as a frame; a clear error when the run has not produced it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing (run its Snakemake rule first)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: empty")
+    return pd.DataFrame(rows)
+
+
+def run_metrics(profile: str, run: str, root: Path = ROOT) -> pd.DataFrame:
+    """A finished run's ``metrics.jsonl``: one row per optimizer step."""
+    return read_jsonl_frame(run_dir(profile, run, root) / "metrics.jsonl")
+
+
+def final_scores(profile: str, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, float]:
+    """``{task: avg@k}`` of a run's final evaluation (``results/eval/<profile>/<run>/<task_set>.json``)."""
+    out: dict[str, float] = {}
+    for task_set in task_sets:
+        path = Layout(profile, root).eval(run, task_set)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing (snakemake {path.relative_to(root)})")
+        scores = json.loads(path.read_text())["scores"]
+        out.update({task: s["avg_at_k"] for task, s in scores.items()})
+    return out
+
+
+def domain_means(scores: dict[str, float], domains: dict[str, list[str]]) -> dict[str, float]:
+    """Each domain's score: the mean over the scores of its tasks (``domains``: :func:`domains_of`); NaN if none."""
+    out = {}
+    for domain, tasks in domains.items():
+        values = [v for k, v in scores.items() if k in tasks]
+        out[domain] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+def per_train_batch(metrics: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Mean of ``columns`` over the optimizer steps of each train batch (SFT: one step, PSFT: several), so every
+    objective is compared on the same data. Index: train batch (1-based); column ``epoch`` (0-based)."""
+    tb = np.ceil(metrics["train_batch"] - 1e-9).astype(int)
+    out = metrics.assign(tb=tb).groupby("tb")[columns].mean()
+    ends = metrics.assign(tb=tb).groupby("tb")["epoch"].max()
+    out["epoch"] = np.ceil(ends - 1e-9).astype(int) - 1
+    return out
+
+
+def boundary_share(metrics: pd.DataFrame, column: str, window: int = 1) -> float:
+    """The share of the per-epoch drop of ``column`` that happens across epoch boundaries (the sawtooth).
+
+    Per train batch means ``m``; at each boundary between epochs e and e+1 the boundary drop is
+    ``mean(last window of e) - mean(first window of e+1)``, the epoch drop is ``mean(first window of e) -
+    mean(first window of e+1)``; the share is the sum of boundary drops over the sum of epoch drops. A smooth
+    decline gives about ``window / batches_per_epoch``; a pure staircase gives 1. NaN with fewer than 2 epochs or
+    no net drop.
+    """
+    m = per_train_batch(metrics, [column])
+    epochs = sorted(m["epoch"].unique())
+    boundary = drop = 0.0
+    for e, nxt in itertools.pairwise(epochs):
+        cur, new = m[m["epoch"] == e][column], m[m["epoch"] == nxt][column]
+        if len(cur) < 2 * window or len(new) < window:
+            continue
+        boundary += cur.iloc[-window:].mean() - new.iloc[:window].mean()
+        drop += cur.iloc[:window].mean() - new.iloc[:window].mean()
+    return float(boundary / drop) if drop > 0 else float("nan")
+
+
+def per_epoch(metrics: pd.DataFrame, evals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per epoch: mean training nll / entropy / clip fractions over the epoch, and the in-training eval
+    (teacher-forced train and held-out nll, held-out entropy, curve scores) taken at the epoch's end."""
+    cols = [
+        c for c in ("nll", "entropy", "clip_fraction_high", "clip_fraction_low", "grad_norm") if c in metrics
+    ]
+    out = per_train_batch(metrics, cols).groupby("epoch")[cols].mean()
+    out.index = out.index + 1
+    out.index.name = "epoch"
+    if evals is not None:
+        ends = evals[np.isclose(evals["epoch"], np.round(evals["epoch"])) & (evals["epoch"] > 0)]
+        ends = ends.assign(epoch=np.round(ends["epoch"]).astype(int)).set_index("epoch")
+        keep = [c for c in ends.columns if c not in ("step", "train_batch")]
+        out = out.join(ends[keep].add_prefix("eval_"), how="left")
+    return out
+
+
+def describe(x: Any) -> str:
+    """A number for a Markdown table: 3 decimals, '—' for missing."""
+    if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
+        return "—"
+    if isinstance(x, (float, np.floating)):
+        return f"{x:.3g}" if 0 < abs(x) < 0.01 else f"{x:.3f}"  # learning rates keep their digits
+    return str(x)
+
+
+def run_summary(profile: Any, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, Any]:
+    """One row describing a finished run: its settings, final scores, last-epoch NLLs/entropy, clipping, sawtooth."""
+    domains = domains_of(profile)
+    if run == "base":
+        scores = final_scores(profile.name, run, task_sets, root)
+        return {"run": "base", **domain_means(scores, domains), **scores}
+    cfg = profile.run_config(run)
+    metrics = run_metrics(profile.name, run, root)
+    evals = read_jsonl_frame(run_dir(profile.name, run, root) / "eval.jsonl")
+    epochs = per_epoch(metrics, evals)
+    last = epochs.iloc[-1]
+    clip = metrics.get("clip_fraction_high", pd.Series([0.0])) + metrics.get(
+        "clip_fraction_low", pd.Series([0.0])
+    )
+    scores = final_scores(profile.name, run, task_sets, root)
+    return {
+        "run": run, "objective": cfg.objective, "lr": cfg.lr, "steps_per_train_batch": cfg.steps_per_train_batch,
+        **domain_means(scores, domains), **scores,
+        "train_nll": last.get("eval_train_nll"), "heldout_nll": last.get("eval_heldout_nll"),
+        "nll_gap": last.get("eval_heldout_nll", np.nan) - last.get("eval_train_nll", np.nan),
+        "heldout_entropy": last.get("eval_heldout_entropy"), "entropy": last.get("entropy"),
+        "clip_fraction": float(clip.mean()),
+        "boundary_share_nll": boundary_share(metrics, "nll"), "boundary_share_entropy": boundary_share(metrics, "entropy"),
+    }  # fmt: skip
+
+
+def smallest_lr_reaching_best(rows: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """The calibration rule: of a learning-rate grid, the smallest lr whose final in-domain score is within
+    ``tolerance`` of the grid's best (small steps that still learn the target; never chosen by what PSFT does)."""
+    best = max(r["in_domain"] for r in rows)
+    ok = [r for r in rows if r["in_domain"] >= best - tolerance]
+    return min(ok, key=lambda r: r["lr"])
+
+
+def scores_table(profile: str, runs: list[str], task_sets: list[str], root: Path = ROOT) -> pd.DataFrame:
+    """Rows: runs (``base`` first if listed); columns: every task's avg@k, then ``in_domain`` / ``out_of_domain``."""
+    domains = domains_of(profile)
+    rows = {}
+    for run in runs:
+        scores = final_scores(profile, run, task_sets, root)
+        rows[run] = {**scores, **domain_means(scores, domains)}
+    table = pd.DataFrame(rows).T
+    in_domain = sorted(c for c in table if c in domains["in_domain"])
+    out_of_domain = [c for c in table if c in domains["out_of_domain"]]
+    return table[[*in_domain, "in_domain", *out_of_domain, "out_of_domain"]]
+
+
+def selected_table(profile: str, runs: list[str], task_sets: list[str], root: Path = ROOT) -> pd.DataFrame:
+    """Table 1 at the selected checkpoints (§4.1.2): rows ``runs``, the scores of ``<run>@selected`` (the checkpoint
+    of the best in-training in-domain score, ``psftlib.eval.selection_score``) and where it was taken
+    (``selected_epoch`` of the run's ``epochs``). Empty when the runs keep no selection (hub runs)."""
+    infos = [run_dir(profile, run, root) / "selected.json" for run in runs]
+    if not all(info.exists() for info in infos):
+        return pd.DataFrame()
+    table = scores_table(profile, [f"{run}@selected" for run in runs], task_sets, root)
+    table.index = runs
+    chosen = [json.loads(info.read_text()) for info in infos]
+    table.insert(0, "selected_on", [c["score"] for c in chosen])
+    table.insert(0, "selected_epoch", [c["epoch"] for c in chosen])
+    return table
+
+
+def seed_spread_table(profile: Any, runs: list[str], root: Path = ROOT) -> pd.DataFrame:
+    """Rows: the runs the profile repeats over seeds; columns: in-domain / out-of-domain mean and standard deviation
+    over the seeds (the run and its ``<run>_seed<k>`` copies) and the number of seeds. Empty without replicates."""
+    domains = domains_of(profile)
+    rows = {}
+    for run in runs:
+        names = replicates(profile, run)
+        if len(names) < 2:
+            continue
+        per_seed = pd.DataFrame(
+            [domain_means(final_scores(profile.name, r, list(DOMAINS), root), domains) for r in names]
+        )
+        rows[run] = {
+            "in_domain_mean": per_seed["in_domain"].mean(),
+            "in_domain_sd": per_seed["in_domain"].std(ddof=1),
+            "out_of_domain_mean": per_seed["out_of_domain"].mean(),
+            "out_of_domain_sd": per_seed["out_of_domain"].std(ddof=1),
+            "seeds": len(names),
+        }
+    return pd.DataFrame(rows).T
+
+
+def curves(profile: str | Profile, run: str, root: Path = ROOT) -> pd.DataFrame:
+    """A run's in-training evals with ``in_domain`` and ``out_of_domain`` added: the mean avg@k over the tasks of
+    each domain that the in-training subset has; x axis ``train_batch``."""
+    domains = domains_of(profile)
+    ev = read_jsonl_frame(run_dir(load_profile(profile).name, run, root) / "eval.jsonl")
+    means = {}
+    for domain, tasks in domains.items():
+        cols = [c for c in ev if c.endswith("/avg_at_k") and c.removesuffix("/avg_at_k") in tasks]
+        means[domain] = ev[cols].mean(axis=1) if cols else np.nan
+    return ev.assign(**means)
+
+
+def markdown_table(df: pd.DataFrame, index_name: str = "") -> str:
+    """A frame as a GitHub Markdown table, numbers with 3 decimals."""
+    head = "| " + " | ".join([index_name, *map(str, df.columns)]) + " |"
+    rule = "|" + "---|" * (len(df.columns) + 1)
+    body = ["| " + " | ".join([str(i), *(describe(v) for v in row)]) + " |" for i, row in df.iterrows()]
+    return "\n".join([head, rule, *body])
+
+
+def clipped_token_stats(tokens: pd.DataFrame, phases: int = 3) -> pd.DataFrame:
+    """Per training phase (early / middle / late thirds of the train batches) and token: how often it was trained
+    and how often clipped (ratio above 1 + clip_high). Figure 10's data."""
+    tb = tokens["train_batch"]
+    edges = np.linspace(tb.min(), tb.max() + 1e-9, phases + 1)
+    names = ["early", "middle", "late"] if phases == 3 else [f"phase{i + 1}" for i in range(phases)]
+    phase = pd.cut(tb, edges, labels=names, include_lowest=True)
+    out = (
+        tokens.assign(phase=phase)
+        .groupby(["phase", "token_text"], observed=True)["clipped"]
+        .agg(["size", "sum"])
+    )
+    return out.rename(columns={"size": "trained", "sum": "clipped"}).reset_index()
+
+
+def reflective_share(stats: pd.DataFrame, words: list[str]) -> pd.DataFrame:
+    """Per phase: the share of reflective words among clipped tokens vs among all trained tokens (§5.1)."""
+    rows = []
+    for phase, g in stats.groupby("phase", observed=True):
+        is_w = g["token_text"].isin(words)
+        rows.append({"phase": phase, "clipped_tokens": int(g["clipped"].sum()),
+                     "reflective_share_of_clipped": g.loc[is_w, "clipped"].sum() / max(1, g["clipped"].sum()),
+                     "reflective_share_of_trained": g.loc[is_w, "trained"].sum() / max(1, g["trained"].sum()),
+                     "clip_rate_reflective": g.loc[is_w, "clipped"].sum() / max(1, g.loc[is_w, "trained"].sum()),
+                     "clip_rate_other": g.loc[~is_w, "clipped"].sum() / max(1, g.loc[~is_w, "trained"].sum())})  # fmt: skip
+    return pd.DataFrame(rows).set_index("phase")
+
+
+def paper_sections(table_name: str, label: str) -> list[str]:
+    """Markdown sections of a transcribed paper table (``results/paper/<table_name>.csv``), one per model:
+    method rows x benchmark columns, to print beside ours."""
+    paper = load_paper_table(table_name)
+    lines: list[str] = []
+    for model in paper["model"].unique():
+        rows = paper[paper["model"] == model]
+        t = rows.pivot_table(index="method_id", columns="benchmark_id", values="value", sort=False)
+        lines += [
+            f"## Paper ({model}, {label}; `results/paper/{table_name}.csv`)",
+            "",
+            markdown_table(t, "method"),
+            "",
+        ]
+    return lines
+
+
+def write_csv(frame: pd.DataFrame, path: Path, **to_csv: Any) -> Path:
+    """``frame`` as CSV (6 significant digits), written atomically."""
+    with atomic_write(path) as f:
+        frame.to_csv(f, float_format="%.6g", **to_csv)
+    return path
+
+
+def git_commit(root: Path = ROOT) -> tuple[str, bool]:
+    """(HEAD commit, whether sources or configs differ from it); ("unknown", False) outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        dirty = bool(
+            git("status", "--porcelain", "--", "psftlib", "notebooks", "config", "Snakefile", "rules")
+        )
+        return git("rev-parse", "HEAD"), dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def provenance_line(profile: str, root: Path = ROOT) -> str:
+    """One line naming what produced an output: the git commit and the profile's config file with its sha256."""
+    prof = load_profile(profile)
+    path = prof.path if Path(prof.path).is_absolute() else root / prof.path
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    commit, dirty = git_commit(root)
+    return (f"Produced at commit `{commit[:12]}`{' (with uncommitted source changes)' if dirty else ''} from "
+            f"`{prof.path}` (sha256 `{digest}`).")  # fmt: skip
+
+
+def write_table(profile: str, name: str, lines: list[str], table: pd.DataFrame, root: Path = ROOT) -> Path:
+    """``results/tables[/<profile>]/<name>.md`` (``lines`` + a provenance line) and ``.csv`` (``table``), each
+    written atomically."""
+    out = Layout(profile, root).tables / name
+    with atomic_write(out.with_suffix(".md")) as f:
+        f.write("\n".join([*lines, "", provenance_line(profile, root), ""]))
+    write_csv(table, out.with_suffix(".csv"), index_label="run")
+    return out

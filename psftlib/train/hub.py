@@ -1,0 +1,71 @@
+"""Hub-scale runs (``world.kind: hub``, e.g. ``config/paper.yaml``): a run's base model is a public model id and its
+data a ``paper.datasets`` entry loaded by :mod:`psftlib.worlds.loaders`; the training loop is
+:func:`psftlib.train.train`, the same one the small world uses.
+
+Launched once per run by the Snakefile (``rules/hub.smk``), under ``accelerate launch`` for several GPUs::
+
+    accelerate launch --config_file config/accelerate/fsdp.yaml -m psftlib.train.hub --profile paper --run psft
+
+``--base`` / ``--data`` replace the hub id / the loaded data by local paths (a checkpoint folder, a JSONL file of
+our schema): what the tests use, and what a cluster without internet access needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from psftlib.config import Profile, load_profile
+from psftlib.data import encode_all, read_jsonl
+from psftlib.layout import ROOT
+from psftlib.train.loop import train
+from psftlib.worlds.models import load_model
+
+
+def train_hub_run(
+    profile: str | Path | Profile,
+    run: str,
+    base: str | None = None,
+    data: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``run`` of a hub profile: model from ``paper.run_sources`` (or ``base``), data loaded by the
+    ``hub_data`` rule (or ``data``), settings from ``train:`` + ``runs.<run>``; outputs as for the small world."""
+    prof = load_profile(profile)
+    cfg = prof.run_config(run)
+    src = prof.run_source(run)
+    model, tokenizer = load_model(
+        base or src["model_id"],
+        dtype="bfloat16" if cfg.bf16 else "float32",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        freeze_vision=src.get("freeze_vision_tower"),
+    )
+    path = Path(data) if data else prof.layout.data / f"{src['data']}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no data for run {run!r}; snakemake {path.relative_to(ROOT)} loads it"
+        )
+    examples, report = encode_all(tokenizer, read_jsonl(path), cfg.max_length, cfg.truncation)
+    return train(cfg, model, examples, out_dir or prof.layout.run(run), tokenizer.pad_token_id,
+                 tokenizer=tokenizer, progress=progress, encode_report=report)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m psftlib.train.hub",
+        description="Train one run of a hub-scale profile (accelerate launch -m psftlib.train.hub ...)",
+    )
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--run", required=True, help="a name under runs: (and paper.run_sources:)")
+    parser.add_argument("--base", default=None, help="a local checkpoint folder instead of the hub id")
+    parser.add_argument(
+        "--data", default=None, help="a JSONL file of our schema instead of the loaded dataset"
+    )
+    parser.add_argument("--out-dir", default=None)
+    args = parser.parse_args(argv)
+    train_hub_run(args.profile, args.run, args.base, args.data, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""A run's files while it trains, and resuming it: a killed run restarted with the same command ends as if never
+killed.
+
+While running, ``metrics.jsonl`` and ``eval.jsonl`` grow as hidden ``.partial`` files and become the real names only
+when training ends. With ``checkpoint_every`` > 0 a resume state (model, optimizer, RNG, step, pending old-policy
+log-probs) is saved every that many steps under ``resume/``; a restart loads it, cuts the partial files back to its
+step and continues. ``PSFT_FAULT_AFTER_STEP=k`` (tests) kills the process right after step k.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from psftlib.config import TrainConfig
+from psftlib.data import EncodeReport, atomic_write
+from psftlib.train.plan import Plan
+
+FAULT_ENV = "PSFT_FAULT_AFTER_STEP"  # tests: SIGKILL this process right after the given step
+
+
+class RunFiles:
+    """The output folder of one run, seen from rank ``rank`` (only rank 0 writes the JSONL streams)."""
+
+    def __init__(self, out_dir: Path, rank: int, with_curves: bool):
+        self.out_dir, self.rank, self.with_curves = out_dir, rank, with_curves
+        self.resume_dir = out_dir / "resume"
+        self.metrics_partial = out_dir / ".metrics.jsonl.partial"
+        self.eval_partial = out_dir / ".eval.jsonl.partial"
+        self._metrics = None
+
+    @property
+    def _state_file(self) -> Path:
+        return self.resume_dir / f"state_rank{self.rank}.pt"
+
+    def load_state(self, model, optimizer, cfg: TrainConfig, n_examples: int) -> dict[str, Any]:
+        """The resume state (model and optimizer restored into ``model`` / ``optimizer``), or a fresh one."""
+        if not self._state_file.exists():
+            return {"step": 0, "pending": {}, "wall_s": 0.0, "token_rows": []}
+        saved = torch.load(self._state_file, weights_only=False)
+        if saved["config"] != dataclasses.asdict(cfg) or saved["n_examples"] != n_examples:
+            raise ValueError(
+                f"{self.resume_dir}: resume state is from a different config or dataset; delete it to restart"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        return saved["state"]
+
+    def save_state(self, model, optimizer, state: dict, cfg: TrainConfig, n_examples: int) -> None:
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                   "state": state, "config": dataclasses.asdict(cfg), "n_examples": n_examples}  # fmt: skip
+        with atomic_write(self._state_file, "wb") as f:
+            torch.save(payload, f)
+
+    def start(
+        self, cfg: TrainConfig, plan: Plan, encode_report: EncodeReport | None, step: int
+    ) -> list[dict]:
+        """Write ``config.json``, cut the partial streams back to ``step`` (evaluations after it are redone) and
+        open the metrics stream; returns the metric rows kept (rank 0; [] elsewhere)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank != 0:
+            return []
+        with atomic_write(self.out_dir / "config.json") as f:
+            info = {"n_examples": plan.n_examples, "n_steps": plan.n_steps, "processes": plan.world,
+                    "examples_dropped_per_epoch": plan.dropped_per_epoch,
+                    "length_policy": dataclasses.asdict(encode_report) if encode_report else None}  # fmt: skip
+            json.dump({**dataclasses.asdict(cfg), **info}, f, indent=2, default=str)
+        p = self.metrics_partial
+        kept = p.read_text().splitlines()[:step] if p.exists() else []
+        p.write_text("".join(line + "\n" for line in kept))
+        if self.with_curves:
+            lines = self.eval_partial.read_text().splitlines() if self.eval_partial.exists() else []
+            lines = [line for line in lines if 0 < json.loads(line)["step"] <= step]
+            self.eval_partial.write_text("".join(line + "\n" for line in lines))
+        self._metrics = open(p, "a")  # noqa: SIM115 - closed by close()
+        return [json.loads(line) for line in kept]
+
+    def log(self, row: dict) -> None:
+        if self._metrics is not None:
+            self._metrics.write(json.dumps(row) + "\n")
+            self._metrics.flush()
+
+    def log_eval(self, row: dict) -> None:
+        with open(self.eval_partial, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+
+    def publish_streams(self) -> None:
+        """The finished run's ``metrics.jsonl`` and ``eval.jsonl`` under their real names (rank 0)."""
+        if self.rank == 0:
+            os.replace(self.metrics_partial, self.out_dir / "metrics.jsonl")
+            if self.with_curves:
+                os.replace(self.eval_partial, self.out_dir / "eval.jsonl")
+
+    def remove_resume_state(self) -> None:
+        if self.resume_dir.exists() and self.rank == 0:
+            shutil.rmtree(self.resume_dir)
+
+
+def inject_fault(step: int) -> None:
+    """Tests: SIGKILL this process after ``step`` when ``PSFT_FAULT_AFTER_STEP`` names it."""
+    fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
+    if fault_step and step == fault_step:
+        os.kill(os.getpid(), signal.SIGKILL)

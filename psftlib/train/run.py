@@ -1,0 +1,87 @@
+"""A run of a profile: ``python -m psftlib.train --profile mini --run psft`` (what the Snakefile's train rule runs)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import logging as hf_logging
+
+from psftlib.config import Profile, load_profile, parse_overrides
+from psftlib.data import encode_all, read_jsonl
+from psftlib.eval import make_training_evaluator, read_initial_curves, selection_score
+from psftlib.runtime import init_distributed, launched_processes, set_threads
+from psftlib.train.loop import train
+from psftlib.worlds.build import load_checkpoint
+
+
+def in_training_eval(
+    prof: Profile, tokenizer: Any, steps_per_train_batch: int, base: Path, initial_curves: str | Path | None
+) -> dict[str, Any]:
+    """``train()``'s evaluation arguments from the profile's ``eval.during_training`` (none when it is off):
+    the evaluator, every how many optimizer steps (the same data points for every objective), the selection rule
+    on the in-domain tasks, and the base model's scores as step 0 when ``initial_curves`` is given."""
+    during = (prof.data.get("eval") or {}).get("during_training")
+    if not (during and during.get("every_train_batches", 0) > 0):
+        return {}
+    return {
+        "evaluator": make_training_evaluator(prof, tokenizer),
+        "eval_every": during["every_train_batches"] * steps_per_train_batch,
+        "select_checkpoint": functools.partial(
+            selection_score, in_domain_tasks=prof.domain_tasks("in_domain")
+        ),
+        "initial_scores": read_initial_curves(initial_curves, prof, base) if initial_curves else None,
+    }
+
+
+def train_run(
+    profile: str | Path | Profile,
+    run: str,
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    initial_curves: str | Path | None = None,
+) -> list[dict[str, float]]:
+    """Train run ``run`` of a profile from its base model and data (built by ``psftlib.worlds``).
+
+    ``initial_curves``: the base model's in-training evaluation (``psftlib.eval --initial-curves``), checked
+    against the base's weights and the profile, used as the curves' step 0 instead of evaluating again."""
+    hf_logging.disable_progress_bar()
+    prof = load_profile(profile)
+    cfg = prof.run_config(run, overrides)
+    lay = prof.layout
+    if not lay.base.exists():
+        raise FileNotFoundError(f"{lay.base}: no base model; build the world first (snakemake world)")
+    model, tokenizer = load_checkpoint(lay.base)
+    examples, report = encode_all(
+        tokenizer, read_jsonl(lay.data / "train.jsonl"), cfg.max_length, cfg.truncation
+    )
+    curves: dict[str, Any] = {}
+    if cfg.fsdp and launched_processes() > 1:
+        # the in-training evaluation generates on rank 0 with the whole model: not under FSDP
+        print("fsdp: no in-training evaluation (curves) in this run", file=sys.stderr)
+    else:
+        curves = in_training_eval(prof, tokenizer, cfg.steps_per_train_batch, lay.base, initial_curves)
+    return train(cfg, model, examples, out_dir or lay.run(run), tokenizer.pad_token_id, tokenizer=tokenizer,
+                 progress=progress, encode_report=report, **curves)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m psftlib.train", description="Train one run of a profile (any objective of the paper)."
+    )
+    parser.add_argument("--profile", default="mini", help="profile name (config/<name>.yaml) or a YAML path")
+    parser.add_argument("--run", required=True, help="run name under runs: in the profile")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields"
+    )
+    parser.add_argument("--out", default=None, help="output folder (default results/runs/<profile>/<run>)")
+    parser.add_argument("--initial-curves", default=None, metavar="PATH",
+                        help="the base model's in-training evaluation (psftlib.eval --initial-curves): step 0")  # fmt: skip
+    args = parser.parse_args(argv)
+    set_threads(load_profile(args.profile)["threads"])
+    init_distributed()
+    train_run(args.profile, args.run, parse_overrides(args.set), args.out, initial_curves=args.initial_curves)

@@ -1,0 +1,156 @@
+"""One optimizer step's forward/backward over its micro batches, for any objective of the registry.
+
+The loss of each micro batch is divided by the mini batch's trained-token count summed over all ranks, so the
+accumulated (and, across ranks, summed) gradient is exactly the gradient of the global token-mean: neither
+micro-batching nor the number of processes changes the maths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from psftlib.config import TrainConfig
+from psftlib.logprobs import (
+    TokenLogprobs,
+    full_logprobs,
+    full_vocab_kl,
+    gather_token_logprobs,
+    token_logprobs,
+)
+from psftlib.objectives import OBJECTIVES, Objective, TokenInputs
+from psftlib.runtime import all_reduce
+
+
+class Reference:
+    """π_ref, the frozen initial model (SFT-KL, iw-SFT, PSFT with ``old_policy_refresh: never``).
+
+    Full fine-tuning keeps a frozen copy; with LoRA the reference is the same model with adapters disabled.
+    """
+
+    def __init__(self, model: torch.nn.Module, lora: bool):
+        self.lora = lora
+        self.model = model if lora else copy.deepcopy(model).eval().requires_grad_(False)
+
+    def _context(self):
+        return self.model.disable_adapter() if self.lora else contextlib.nullcontext()
+
+    def logprobs(
+        self, mb: dict, mask: torch.Tensor, chunk: int | None, with_stats: bool = False
+    ) -> TokenLogprobs:
+        with self._context():
+            return no_grad_logprobs(self.model, mb, mask, chunk, with_stats)
+
+    @torch.no_grad()
+    def full_logprobs(self, mb: dict) -> torch.Tensor:
+        with self._context():
+            return full_logprobs(self.model, mb["input_ids"], mb["attention_mask"])
+
+
+def needs_reference(objectives: set[str], cfg: TrainConfig) -> bool:
+    """Whether a run of these objectives keeps π_ref: one reads it, or PSFT's old policy is the initial model."""
+    return any(
+        OBJECTIVES[o].needs_reference
+        or (OBJECTIVES[o].needs_old_policy and cfg.old_policy_refresh == "never")
+        for o in objectives
+    )
+
+
+@torch.no_grad()
+def no_grad_logprobs(
+    model: torch.nn.Module, mb: dict, mask: torch.Tensor, chunk: int | None, with_stats: bool
+) -> TokenLogprobs:
+    """Log-probs of the dataset tokens with no grad, in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    out = token_logprobs(
+        model, mb["input_ids"], mb["attention_mask"], with_stats, score_mask=mask, chunk_size=chunk
+    )
+    model.train(was_training)
+    return out
+
+
+def _forward(
+    model: torch.nn.Module,
+    mb: dict,
+    obj: Objective,
+    cfg: TrainConfig,
+    mask: torch.Tensor,
+    num_tokens: float,
+    old: torch.Tensor | None,
+    reference: Reference | None,
+) -> tuple[TokenLogprobs, TokenInputs]:
+    """The policy's forward on one micro batch and what ``obj``'s loss reads besides it."""
+    response_mask = mb["loss_mask"][:, 1:]
+    if obj.needs_reference and cfg.kl_estimator == "full" and obj.name == "sft_kl":
+        # one forward of each model gives log-probs, entropy, the reference's log-probs and the exact KL
+        logp_all = full_logprobs(model, mb["input_ids"], mb["attention_mask"])
+        ref_all = reference.full_logprobs(mb)
+        out = gather_token_logprobs(logp_all, mb["input_ids"], response_mask)
+        ref_lp = gather_token_logprobs(ref_all, mb["input_ids"], response_mask, with_stats=False).logprobs
+        inputs = TokenInputs(out.logprobs, mask, num_tokens, ref_logprobs=ref_lp,
+                             full_kl=full_vocab_kl(logp_all, ref_all))  # fmt: skip
+        return out, inputs
+    out = token_logprobs(
+        model,
+        mb["input_ids"],
+        mb["attention_mask"],
+        score_mask=response_mask,
+        chunk_size=cfg.logprob_chunk_size,
+    )
+    inputs = TokenInputs(out.logprobs, mask, num_tokens)
+    if (
+        obj.needs_old_policy
+    ):  # the first mini batch after a refresh: its own forward is the old policy (r = 1)
+        inputs.old_logprobs = old if old is not None else out.logprobs.detach()
+    if obj.needs_reference:
+        inputs.ref_logprobs = reference.logprobs(mb, response_mask, cfg.logprob_chunk_size).logprobs
+    return out, inputs
+
+
+def backward_mini_batch(
+    model: torch.nn.Module,
+    micro_batches: list[dict],
+    objective: str,
+    cfg: TrainConfig,
+    old: list[torch.Tensor | None] | None = None,
+    select: list[torch.Tensor] | None = None,
+    reference: Reference | None = None,
+    autocast: Callable[[], Any] | None = None,
+) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
+    """Accumulate the gradient of one mini batch into ``model``'s ``.grad``; return per-micro-batch metrics and
+    detached per-token tensors for telemetry. ``old``: the old policy's log-probs per micro batch (None: from the
+    micro batch's own forward); ``select``: a 0/1 mask of the tokens to train (entropy selection)."""
+    obj = OBJECTIVES[objective]
+    masks = []
+    for m, mb in enumerate(micro_batches):
+        mask = mb["loss_mask"][:, 1:]  # [b, T-1], aligned with logprobs
+        masks.append(mask * select[m] if select is not None else mask)
+    num_tokens = float(all_reduce(torch.tensor(sum(float(x.sum()) for x in masks), dtype=torch.float64)))
+    parts, tensors = [], []
+    for m, mb in enumerate(micro_batches):
+        response_mask, mask = mb["loss_mask"][:, 1:], masks[m]
+        with autocast() if autocast else contextlib.nullcontext():
+            out, inputs = _forward(
+                model, mb, obj, cfg, mask, num_tokens, old[m] if old is not None else None, reference
+            )
+            loss, metrics = obj.loss(inputs, cfg)
+        loss.backward()
+        metrics["loss"] = float(loss.detach())
+        parts.append(metrics)
+        tensors.append(
+            {
+                "logprobs": out.logprobs.detach(),
+                "entropy": out.entropy,
+                "mask": mask,
+                "old": inputs.old_logprobs,
+                "entropy_sum": float((out.entropy * response_mask).sum()),
+                "argmax_sum": float((out.is_argmax * response_mask).sum()),
+                "n_response": float(response_mask.sum()),
+            }
+        )
+    return parts, tensors
