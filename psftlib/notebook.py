@@ -23,6 +23,9 @@ import yaml
 
 from psftlib.config import ROOT
 
+# papermill, jupytext and jupyter_client are imported where a notebook runs: the Snakefile imports this module
+# for use_this_interpreter only, and those packages cost seconds to import
+
 
 def use_this_interpreter() -> None:
     """Put this interpreter's folder first on ``PATH``, so jobs' ``python`` is the venv snakemake runs from."""

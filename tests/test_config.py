@@ -83,7 +83,7 @@ def test_config_and_notebook_runner_do_not_import_torch():
     # every notebook job's papermill process imports the runner, and the figure and table notebooks load a profile
     # and read results with these modules; torch would cost each of them ~1.5-2 s (psftlib/__init__.py, config.py)
     figures = ("import sys, psftlib.config, psftlib.notebook, psftlib.report.analysis, psftlib.report.plots, psftlib.report.findings, "
-               "psftlib.data; psftlib.config.load_profile('smoke')")  # fmt: skip
+               "psftlib.data, psftlib.layout, psftlib.artifacts, psftlib.sources; psftlib.config.load_profile('smoke')")  # fmt: skip
     without_loss = f"{figures}; print('torch' in sys.modules)"
     with_loss = f"{figures}; from psftlib import psft_loss; print('torch' in sys.modules)"
     out = [subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout.strip()

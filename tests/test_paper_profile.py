@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
+from psftlib.config import Profile, load_profile
 from psftlib.eval import judge
 from psftlib.worlds import loaders
-from psftlib.config import Profile, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures" / "paper"

@@ -33,6 +33,8 @@ import yaml
 from psftlib.data import atomic_write
 from psftlib.worlds.loaders import read_table
 
+# torch and vllm are imported by the chat backend that uses them: parsing and scoring need neither
+
 TEMPLATES_PATH = Path(__file__).resolve().with_name("judge_templates.yaml")
 RATING_RE = re.compile(r"\[\[(\d+(?:\.\d+)?)\]\]")
 RATING_FALLBACK_RE = re.compile(r"\[(\d+(?:\.\d+)?)\]")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import threading
 
+# math-verify (and its sympy) is imported at the first check that needs it: plain integers are compared without it
+
 _INTEGER = re.compile(r"-?[0-9]+")
 
 

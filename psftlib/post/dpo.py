@@ -13,6 +13,8 @@ from typing import Any
 
 from psftlib.post.common import conversation, device_args, load_cold_start, run_trl
 
+# trl is imported where it is used (it loads transformers' trainer stack, seconds to import)
+
 
 @dataclasses.dataclass
 class DPOSettings:

@@ -24,6 +24,8 @@ from typing import Any
 from psftlib.eval.verify import extract_answer, is_correct
 from psftlib.post.common import conversation, device_args, run_trl
 
+# trl is imported where it is used (it loads transformers' trainer stack, seconds to import)
+
 
 @dataclasses.dataclass
 class GRPOSettings:

@@ -3,6 +3,7 @@ and tables with captions, the token-by-token rendering of traced demonstrations,
 
 from __future__ import annotations
 
+import argparse
 import html
 import importlib.metadata
 import math
@@ -143,8 +144,6 @@ def to_html(notebook: str | Path, out: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    import argparse
-
     parser = argparse.ArgumentParser(
         description="executed report notebook -> standalone HTML (no code cells)"
     )

@@ -12,6 +12,8 @@ from psftlib.config import ConfigError, TrainConfig
 from psftlib.logprobs import ShardedRoot
 from psftlib.worlds.build import save_pretrained_atomic
 
+# peft and torch.distributed's FSDP / checkpoint modules are imported only when LoRA or sharding is on
+
 
 def apply_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     """LoRA adapters of rank ``lora_r`` on every linear layer (peft); only they train."""

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from psftlib.data import atomic_write, write_jsonl
+from psftlib.data import atomic_write, encode_all, write_jsonl
+from psftlib.worlds.pretrain import PretrainConfig, pretrain
+from psftlib.worlds.small import make_datasets, vocabulary_corpus
+
+# tokenizers / transformers are imported where they are used: the figure notebooks import psftlib modules that
+# reach this one only for its constants, and transformers costs seconds to import
 
 PAD, UNK, IM_START, IM_END = "<|endoftext|>", "<|unk|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, UNK, IM_START, IM_END]
@@ -171,10 +176,6 @@ def build_world(
     profile: dict[str, Any], data_dir: str | Path, world_dir: str | Path, progress: bool = True
 ) -> None:
     """Write the data, the tokenizer and the pretrained base model of ``profile`` (see module docstring)."""
-    from psftlib.data import encode_all
-    from psftlib.worlds.pretrain import PretrainConfig, pretrain
-    from psftlib.worlds.small import make_datasets, vocabulary_corpus
-
     data_dir, world_dir = Path(data_dir), Path(world_dir)
     sets = make_datasets(profile["world"], profile["seed"])
     tokenizer = build_tokenizer(vocabulary_corpus())

@@ -39,6 +39,7 @@ from typing import Any
 
 from psftlib.config import load_profile
 from psftlib.worlds.rows import (  # noqa: F401 - read_table, LoaderError, ... are part of this module's interface
+    # transformers is imported only to count tokens with a hub tokenizer (seconds to import)
     LOCAL_SUFFIXES,
     Loaded,
     LoaderError,

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+# transformers is imported where a model is loaded (seconds to import; validating a profile must not pay it)
+
 # Sub-modules that make up the "multimodal component" of the VLMs we know (Qwen2-VL, Qwen2.5-VL, Qwen3-VL:
 # ``model.visual`` with its merger; LLaVA-style: ``vision_tower`` + ``multi_modal_projector``).
 VISION_MODULE_NAMES = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "mm_projector")

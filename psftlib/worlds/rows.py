@@ -14,6 +14,8 @@ from typing import Any
 
 from psftlib.data import write_jsonl
 
+# datasets and pyarrow are imported where a hub dataset or a Parquet file is read (optional, heavy)
+
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 TokenCounter = Callable[[str], int]

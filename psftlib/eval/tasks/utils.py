@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from psftlib.eval.verify import extract_answer, is_correct
+from psftlib.worlds.small import check_skill
 
 
 def score_responses(responses: list[str], gold: str) -> dict[str, float]:
@@ -81,8 +82,6 @@ def process_results_letter(doc: dict, results: list) -> dict[str, float]:
 
 
 def process_results_skill(doc: dict, results: list) -> dict[str, float]:
-    from psftlib.worlds.small import check_skill
-
     responses = results[0] if not isinstance(results[0], str) else [results[0]]
     correct = [int(check_skill(doc, r)) for r in responses]
     return {"avg_at_k": sum(correct) / len(correct), "pass_at_k": float(any(correct))}
