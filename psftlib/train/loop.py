@@ -90,9 +90,7 @@ def train(
     if fsdp:
         autocast = None  # the sharding's mixed-precision policy casts instead
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay,
-                                  fused=not cfg.fsdp)  # one kernel: the step alone ~5x faster than foreach on CPU  # fmt: skip
+    optimizer = _adamw(params, cfg)
     files = RunFiles(out_dir, rank, with_curves=evaluator is not None)
     state = files.load_state(model, optimizer, cfg, len(examples))
     history = files.start(cfg, plan, encode_report, state["step"])
@@ -180,6 +178,13 @@ def _prepare(
         if reference is not None:
             reference.model = shard(reference.model, bf16)
     return model, reference, fsdp
+
+
+def _adamw(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the run's settings; fused (one kernel: the optimizer step alone ~5x faster than foreach on CPU)
+    except under FSDP."""
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                             weight_decay=cfg.weight_decay, fused=not cfg.fsdp)  # fmt: skip
 
 
 def _reduce_and_clip(params: list[torch.nn.Parameter], max_norm: float, sum_over_ranks: bool) -> float:
