@@ -239,13 +239,15 @@ class Objective:
 
     ``needs_reference``: reads π_ref, the frozen initial model (``inputs.ref_logprobs``). ``needs_old_policy``:
     reads π_old (``inputs.old_logprobs``), refreshed per ``old_policy_refresh``; with ``never`` the old policy is
-    the initial model, so π_ref is kept for it.
+    the initial model, so π_ref is kept for it. ``exact_kl(cfg)``: reads the exact full-vocabulary KL to π_ref
+    (``inputs.full_kl``), which needs both models' whole distributions.
     """
 
     name: str
     loss: Callable[[TokenInputs, Any], tuple[torch.Tensor, Metrics]]
     needs_reference: bool = False
     needs_old_policy: bool = False
+    exact_kl: Callable[[Any], bool] = lambda cfg: False
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -263,6 +265,7 @@ OBJECTIVES: dict[str, Objective] = {
                 x.logprobs, x.ref_logprobs, x.mask, c.kl_coef, c.kl_estimator, x.num_tokens, x.full_kl
             ),
             needs_reference=True,
+            exact_kl=lambda c: c.kl_estimator == "full",
         ),
         Objective("dft", lambda x, c: dft_loss(x.logprobs, x.mask, x.num_tokens)),
         Objective(

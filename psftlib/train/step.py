@@ -86,7 +86,7 @@ def _forward(
 ) -> tuple[TokenLogprobs, TokenInputs]:
     """The policy's forward on one micro batch and what ``obj``'s loss reads besides it."""
     response_mask = mb["loss_mask"][:, 1:]
-    if obj.needs_reference and cfg.kl_estimator == "full" and obj.name == "sft_kl":
+    if obj.exact_kl(cfg):
         # one forward of each model gives log-probs, entropy, the reference's log-probs and the exact KL
         logp_all = full_logprobs(model, mb["input_ids"], mb["attention_mask"])
         ref_all = reference.full_logprobs(mb)

@@ -11,7 +11,7 @@ import torch
 
 from psftlib.config import TrainConfig
 from psftlib.data import atomic_write
-from psftlib.objectives import clipped
+from psftlib.objectives import LOG_RATIO_CLAMP, clipped
 from psftlib.runtime import all_reduce
 from psftlib.train.plan import Plan
 
@@ -93,7 +93,9 @@ def sample_tokens(
         for b, pos in (keep | trace).nonzero().tolist():
             lp = float(t["logprobs"][b, pos])
             old = float(t["old"][b, pos]) if t["old"] is not None else None
-            ratio = math.exp(max(min(lp - old, 20.0), -20.0)) if old is not None else None
+            ratio = (
+                math.exp(max(min(lp - old, LOG_RATIO_CLAMP), -LOG_RATIO_CLAMP)) if old is not None else None
+            )
             token = {
                 "step": row["step"], "train_batch": row["train_batch"], "epoch": row["epoch"],
                 "token_id": int(mb["input_ids"][b, pos + 1]), "position": pos + 1, "logprob": lp,
