@@ -43,14 +43,35 @@ def test_kill_and_resume_equals_uninterrupted(smoke_world_in_results, tmp_path, 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert not (tmp_path / "resumed" / "resume").exists()
 
-    pd.testing.assert_frame_equal(_metrics(tmp_path / "whole"), _metrics(tmp_path / "resumed"))
+    _assert_same_run(tmp_path / "whole", tmp_path / "resumed")
+
+
+def _assert_same_run(whole, resumed):
+    pd.testing.assert_frame_equal(_metrics(whole), _metrics(resumed))
+    assert (whole / "eval.jsonl").read_text() == (resumed / "eval.jsonl").read_text()  # step 0 included
     pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "whole" / "tokens.parquet"),
-        pd.read_parquet(tmp_path / "resumed" / "tokens.parquet"),
+        pd.read_parquet(whole / "tokens.parquet"), pd.read_parquet(resumed / "tokens.parquet")
     )
-    a = load_file(tmp_path / "whole" / "checkpoint" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "checkpoint" / "model.safetensors")
+    a = load_file(whole / "checkpoint" / "model.safetensors")
+    b = load_file(resumed / "checkpoint" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["finish:outputs", "finish:streams"])
+def test_kill_while_finishing_and_run_again_equals_uninterrupted(smoke_world_in_results, tmp_path, point):
+    """The end of a run (outputs written, streams published, resume state removed) is as recoverable as its
+    middle: a kill between two of those steps, then the same command, ends as if never killed."""
+    whole = _train(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = _train(tmp_path / "killed", fault=point)
+    assert killed.returncode == -signal.SIGKILL
+    assert (tmp_path / "killed" / "resume" / "state_rank0.pt").exists()
+    again = _train(tmp_path / "killed")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not (tmp_path / "killed" / "resume").exists()
+    assert not list((tmp_path / "killed").glob(".*.partial"))
+    _assert_same_run(tmp_path / "whole", tmp_path / "killed")
 
 
 @pytest.mark.slow

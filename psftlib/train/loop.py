@@ -201,9 +201,9 @@ def _reduce_and_clip(params: list[torch.nn.Parameter], max_norm: float, sum_over
 
 def _finish(model, tokenizer, cfg: TrainConfig, state: dict, files: RunFiles, curves: Curves, fsdp: bool,
             world: int, rank: int) -> None:  # fmt: skip
-    """The streams under their real names, the token Parquet files, the selection record and the final checkpoint;
-    then the resume state goes."""
-    files.publish_streams()
+    """The token Parquet files, the selection record and the final checkpoint; then the streams under their real
+    names; then the resume state goes. A kill between any two of these is recovered by running again
+    (:mod:`psftlib.train.resume`)."""
     for key, enabled, name in (("token_rows", cfg.token_sample_rate > 0, "tokens.parquet"),
                                ("trace_rows", cfg.trace_examples > 0, "traces.parquet")):  # fmt: skip
         if enabled:
@@ -216,4 +216,7 @@ def _finish(model, tokenizer, cfg: TrainConfig, state: dict, files: RunFiles, cu
         save_model(model, tokenizer, files.out_dir / "checkpoint", bool(cfg.lora_r), rank)
     if world > 1:
         torch.distributed.barrier()
+    inject_fault("finish:outputs")
+    files.publish_streams()
+    inject_fault("finish:streams")
     files.remove_resume_state()

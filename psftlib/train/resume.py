@@ -4,7 +4,12 @@ killed.
 While running, ``metrics.jsonl`` and ``eval.jsonl`` grow as hidden ``.partial`` files and become the real names only
 when training ends. With ``checkpoint_every`` > 0 a resume state (model, optimizer, RNG, step, pending old-policy
 log-probs) is saved every that many steps under ``resume/``; a restart loads it, cuts the partial files back to its
-step and continues. ``PSFT_FAULT_AFTER_STEP=k`` (tests) kills the process right after step k.
+step and continues. The end of a run is ordered so that a kill at any point of it is recoverable the same way:
+the token tables, the selection record and the checkpoint are written first, then the streams get their real
+names, and the resume state goes last; a restart that finds the streams already published takes them back.
+
+``PSFT_FAULT_AFTER_STEP=k`` (tests) kills the process right after step k; ``=finish:outputs`` after the final
+outputs are written, ``=finish:streams`` after the streams are published (the resume state still there).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from psftlib.config import TrainConfig
 from psftlib.data import EncodeReport, atomic_write
 from psftlib.train.plan import Plan
 
-FAULT_ENV = "PSFT_FAULT_AFTER_STEP"  # tests: SIGKILL this process right after the given step
+FAULT_ENV = (
+    "PSFT_FAULT_AFTER_STEP"  # tests: SIGKILL this process at a step number or a named point (finish:...)
+)
 
 
 class RunFiles:
@@ -75,14 +82,22 @@ class RunFiles:
                     "length_policy": dataclasses.asdict(encode_report) if encode_report else None}  # fmt: skip
             json.dump({**dataclasses.asdict(cfg), **info}, f, indent=2, default=str)
         p = self.metrics_partial
-        kept = p.read_text().splitlines()[:step] if p.exists() else []
+        kept = self._take_back(p, self.out_dir / "metrics.jsonl")[:step]
         p.write_text("".join(line + "\n" for line in kept))
-        if self.with_curves:
-            lines = self.eval_partial.read_text().splitlines() if self.eval_partial.exists() else []
-            lines = [line for line in lines if 0 < json.loads(line)["step"] <= step]
+        if self.with_curves:  # evaluations after the resume point are redone; a fresh start redoes step 0 too
+            lines = self._take_back(self.eval_partial, self.out_dir / "eval.jsonl")
+            lines = [line for line in lines if json.loads(line)["step"] <= step] if step > 0 else []
             self.eval_partial.write_text("".join(line + "\n" for line in lines))
         self._metrics = open(p, "a")  # noqa: SIM115 - closed by close()
         return [json.loads(line) for line in kept]
+
+    @staticmethod
+    def _take_back(partial: Path, final: Path) -> list[str]:
+        """The lines of a stream: its partial file, or (a run killed after publishing it, before its resume state
+        went) the published file, which goes back to being partial."""
+        if not partial.exists() and final.exists():
+            os.replace(final, partial)
+        return partial.read_text().splitlines() if partial.exists() else []
 
     def log(self, row: dict) -> None:
         if self._metrics is not None:
@@ -109,8 +124,8 @@ class RunFiles:
             shutil.rmtree(self.resume_dir)
 
 
-def inject_fault(step: int) -> None:
-    """Tests: SIGKILL this process after ``step`` when ``PSFT_FAULT_AFTER_STEP`` names it."""
-    fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
-    if fault_step and step == fault_step:
+def inject_fault(point: int | str) -> None:
+    """Tests: SIGKILL this process at ``point`` (a step number, or ``finish:...``) when ``PSFT_FAULT_AFTER_STEP``
+    names it."""
+    if os.environ.get(FAULT_ENV) == str(point):
         os.kill(os.getpid(), signal.SIGKILL)
