@@ -102,8 +102,8 @@ class TrainConfig:
             )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr: must be a positive number, got {self.lr}")
-        if self.epochs <= 0:
-            raise ConfigError(f"epochs: must be > 0, got {self.epochs}")
+        if not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise ConfigError(f"epochs: must be a positive number, got {self.epochs}")
         if not 0 <= self.clip_low < 1:
             raise ConfigError(f"clip_low: must be in [0, 1), got {self.clip_low}")
         if self.clip_high < 0:
@@ -253,9 +253,32 @@ class Profile:
     def run_config(self, run: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
         if run not in self.data["runs"]:
             raise ConfigError(f"{self.path}: runs.{run}: no such run; defined runs: {self.runs}")
-        values = {**self.data["train"], **(self.data["runs"][run] or {}), **(overrides or {})}
+        overrides = check_overrides(overrides or {}, source=f"{self.path}: runs.{run}: override")
+        values = {**self.data["train"], **(self.data["runs"][run] or {}), **overrides}
         values.setdefault("seed", self.data["seed"])
         return TrainConfig.from_dict(values, source=f"{self.path}: runs.{run}")
+
+
+def check_overrides(overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    """``--set`` / notebook overrides checked against the schema's ``train`` fields, as the profile's own values
+    are (same limits and types, the key named); a whole number given for an integer field becomes an int."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
+    ints = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", int)}
+    out = {
+        k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
+        for k, v in overrides.items()
+    }
+    schema = _schema()
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/train", "$defs": schema["$defs"]})
+    errors = sorted(validator.iter_errors(out), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("\n".join(
+            f"{source} {'.'.join(map(str, e.absolute_path)) or '<keys>'}: {e.message}" for e in errors
+        ))  # fmt: skip
+    return out
 
 
 @functools.cache

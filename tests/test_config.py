@@ -66,6 +66,30 @@ def test_overrides_parse_and_are_validated():
         TrainConfig(objective="ppo").validate()
 
 
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("lr=abc", "lr: 'abc' is not of type 'number'"),
+        ("max_grad_norm=-1.0", "max_grad_norm: -1.0 is less than or equal to the minimum of 0"),
+        ("warmup_steps=-5", "warmup_steps: -5 is less than the minimum of 0"),
+        ("checkpoint_every=-3", "checkpoint_every: -3 is less than the minimum of 0"),
+        ("seed=-1", "seed: -1 is less than the minimum of 0"),
+        ("clip_high=abc", "clip_high: 'abc' is not of type 'number'"),
+        ("logprob_chunk_size=0", "logprob_chunk_size: 0 is less than the minimum of 1"),
+        ("epochs=.inf", "epochs: must be a positive number, got inf"),
+    ],
+)
+def test_overrides_get_the_schema_limits_of_profile_values(item, message):
+    with pytest.raises(ConfigError) as err:
+        load_profile("smoke").run_config("psft", parse_overrides([item]))
+    assert "config/smoke.yaml: runs.psft" in str(err.value) and message in str(err.value)
+
+
+def test_a_whole_number_for_an_integer_field_is_an_int():
+    cfg = load_profile("smoke").run_config("psft", parse_overrides(["train_batch_size=16.0"]))
+    assert cfg.train_batch_size == 16 and isinstance(cfg.train_batch_size, int)
+
+
 def test_seed_replicates_copy_the_run_with_another_seed_only(tmp_path):
     from psftlib.config import replicates
 
