@@ -137,7 +137,7 @@ rule eval:
     params:
         slice=slice_of("eval"),
         profile=P.name,
-        sets=" ".join(FINAL_SETS),
+        sets=FINAL_SETS,
         out_dir=lambda wc: f"{EVALS}/{wc.run}",
         model=lambda wc: PAPER["models"][PAPER.get("base_model", "qwen25_7b")] if wc.run == "base"
         else f"{RUNS}/{wc.run}/checkpoint",
@@ -151,5 +151,5 @@ rule eval:
     conda:
         "../environment.gpu.lock.yml"
     shell:
-        "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {params.sets} "
+        "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {params.sets:q} "
         "--out-dir {params.out_dir} > {log} 2>&1"

@@ -180,7 +180,7 @@ rule eval:
     params:
         slice=slice_of("eval"),
         profile=P.name,
-        sets=" ".join(FINAL_SETS),
+        sets=FINAL_SETS,
         out_dir=lambda wc: f"{EVALS}/{wc.run}",
         reuse=lambda wc: f"--reuse-final {EVALS}/{selected_of(wc.run)}" if selected_of(wc.run) else "",
     log:
@@ -192,5 +192,5 @@ rule eval:
         "../environment.lock.yml"
     shell:
         "OMP_NUM_THREADS={threads} python -m psftlib.eval --profile {params.profile} "
-        "--checkpoint {input.checkpoint} --task-sets {params.sets} --out-dir {params.out_dir} {params.reuse} "
+        "--checkpoint {input.checkpoint} --task-sets {params.sets:q} --out-dir {params.out_dir} {params.reuse} "
         "> {log} 2>&1"

@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from psftlib.config import ConfigError, TrainConfig, load_profile, parse_overrides
+from psftlib.config import ROOT, ConfigError, TrainConfig, load_profile, parse_overrides
 
 
 @pytest.mark.parametrize("name", ["smoke", "mini"])
@@ -83,6 +83,15 @@ def test_overrides_get_the_schema_limits_of_profile_values(item, message):
     with pytest.raises(ConfigError) as err:
         load_profile("smoke").run_config("psft", parse_overrides([item]))
     assert "config/smoke.yaml: runs.psft" in str(err.value) and message in str(err.value)
+
+
+def test_task_set_names_that_would_reach_a_shell_are_refused(tmp_path):
+    data = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    data["eval"]["task_sets"]["x||touch marker||"] = ["world_target_3"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="eval.task_sets"):
+        load_profile(path)
 
 
 def test_a_whole_number_for_an_integer_field_is_an_int():

@@ -79,3 +79,17 @@ def test_resume_refuses_a_changed_config(smoke_world_in_results, tmp_path):
     assert _train(tmp_path / "r", fault=4).returncode == -signal.SIGKILL
     changed = _train(tmp_path / "r", extra=["lr=0.5"])
     assert changed.returncode != 0 and "different config" in changed.stderr
+
+
+class _Planted:
+    def __reduce__(self):
+        return (os.system, ("touch planted_marker",))
+
+
+def test_a_planted_resume_file_is_refused_and_never_run(smoke_world_in_results, tmp_path):
+    state = tmp_path / "r" / "resume" / "state_rank0.pt"
+    state.parent.mkdir(parents=True)
+    torch.save({"x": _Planted()}, state)
+    res = _train(tmp_path / "r", extra=["epochs=1.0"])
+    assert res.returncode != 0 and "not a resume state this code wrote" in res.stderr
+    assert not (ROOT / "planted_marker").exists() and not (tmp_path / "planted_marker").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import shutil
 import signal
 from pathlib import Path
@@ -51,7 +52,13 @@ class RunFiles:
         """The resume state (model and optimizer restored into ``model`` / ``optimizer``), or a fresh one."""
         if not self._state_file.exists():
             return {"step": 0, "pending": {}, "wall_s": 0.0, "token_rows": []}
-        saved = torch.load(self._state_file, weights_only=False)
+        try:  # tensors and plain data only: a file planted in the run folder cannot run code here
+            saved = torch.load(self._state_file, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{self._state_file}: not a resume state this code wrote ({str(err).splitlines()[0]}); "
+                "delete it to restart"
+            ) from None
         if saved["config"] != dataclasses.asdict(cfg) or saved["n_examples"] != n_examples:
             raise ValueError(
                 f"{self.resume_dir}: resume state is from a different config or dataset; delete it to restart"
