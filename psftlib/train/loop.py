@@ -111,7 +111,9 @@ def train(
             old, select = None, None
             if OBJECTIVES[objective].needs_old_policy:
                 if step not in state["pending"]:  # a new refresh window: take the old policy's log-probs
-                    state["pending"] = refresh(model, reference, examples, plan, step, pad_token_id, device)
+                    state["pending"] = refresh(
+                        model, reference, examples, plan, step, pad_token_id, device, autocast
+                    )
                 pending = state["pending"].pop(step)
                 old, select = pending["old"], pending["select"]
 

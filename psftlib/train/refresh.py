@@ -8,7 +8,8 @@ model (π_ref). With ``entropy_top_fraction`` the window's tokens are also ranke
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,9 +29,13 @@ def refresh(
     step: int,
     pad_id: int,
     device: torch.device | None,
+    autocast: Callable[[], Any] | None = None,
 ) -> dict[int, dict]:
     """Old-policy log-probs (and entropy selection) for every step of the refresh window starting at ``step``:
-    ``{step: {"old": [per micro batch, or None: from its own forward], "select": [0/1 masks] or None}}``."""
+    ``{step: {"old": [per micro batch, or None: from its own forward], "select": [0/1 masks] or None}}``.
+
+    ``autocast``: the training forward's autocast (bf16 on a GPU); the old policy runs under it too, so that r = 1
+    at unchanged weights up to the precision's rounding, not the gap between an fp32 and a bf16 forward."""
     cfg = plan.cfg
     never = cfg.old_policy_refresh == "never"
     need_entropy = cfg.entropy_top_fraction is not None
@@ -45,8 +50,9 @@ def refresh(
             continue
         todo.append((s, idx))
     flat = [j for _, idx in todo for j in idx]  # example index of each row position
-    rows = _forward_rows(model, reference, examples, flat, _row_groups(todo, cfg.refresh_batch_size), pad_id,
-                         device, cfg.logprob_chunk_size, never, need_entropy)  # fmt: skip
+    with autocast() if autocast else contextlib.nullcontext():
+        rows = _forward_rows(model, reference, examples, flat, _row_groups(todo, cfg.refresh_batch_size), pad_id,
+                             device, cfg.logprob_chunk_size, never, need_entropy)  # fmt: skip
     # split back into each step's micro batches, at the micro batch's own (padded) width
     entropies, masks = [], []  # per micro batch of the window, for the entropy selection
     offset = 0
