@@ -93,3 +93,22 @@ def test_a_planted_resume_file_is_refused_and_never_run(smoke_world_in_results, 
     res = _train(tmp_path / "r", extra=["epochs=1.0"])
     assert res.returncode != 0 and "not a resume state this code wrote" in res.stderr
     assert not (ROOT / "planted_marker").exists() and not (tmp_path / "planted_marker").exists()
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_and_a_stale_lock_taken_over(
+    smoke_world_in_results, tmp_path
+):
+    out = tmp_path / "r"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(str(holder.pid))  # a live run holds the folder
+        second = _train(out, extra=["epochs=1.0"])
+        assert second.returncode != 0 and f"process {holder.pid} is writing this run folder" in second.stderr
+        assert not (out / "metrics.jsonl").exists() and not (out / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    again = _train(out, extra=["epochs=1.0"])  # the holder is gone: its lock is stale
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "metrics.jsonl").exists() and not (out / ".lock").exists()

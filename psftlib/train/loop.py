@@ -150,10 +150,10 @@ def train(
             ):
                 files.save_state(model, optimizer, state, cfg, len(examples))
             inject_fault(state["step"])
+        _finish(model, tokenizer, cfg, state, files, curves, fsdp, world, rank)
     finally:
         bar.close()
         files.close()
-    _finish(model, tokenizer, cfg, state, files, curves, fsdp, world, rank)
     return history
 
 

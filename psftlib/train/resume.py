@@ -14,6 +14,7 @@ outputs are written, ``=finish:streams`` after the streams are published (the re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,8 +35,15 @@ FAULT_ENV = (
 )
 
 
+class RunLockedError(RuntimeError):
+    """Another live process is writing the same run folder."""
+
+
 class RunFiles:
-    """The output folder of one run, seen from rank ``rank`` (only rank 0 writes the JSONL streams)."""
+    """The output folder of one run, seen from rank ``rank`` (only rank 0 writes the JSONL streams).
+
+    While a run writes its folder, rank 0 holds ``<folder>/.lock`` (its PID): a second run into the same folder
+    stops with the holder named; a lock left by a killed process is taken over."""
 
     def __init__(self, out_dir: Path, rank: int, with_curves: bool):
         self.out_dir, self.rank, self.with_curves = out_dir, rank, with_curves
@@ -83,6 +91,7 @@ class RunFiles:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.rank != 0:
             return []
+        self._lock()
         with atomic_write(self.out_dir / "config.json") as f:
             info = {"n_examples": plan.n_examples, "n_steps": plan.n_steps, "processes": plan.world,
                     "examples_dropped_per_epoch": plan.dropped_per_epoch,
@@ -116,8 +125,32 @@ class RunFiles:
             f.write(json.dumps(row) + "\n")
 
     def close(self) -> None:
+        """Close the metrics stream and give the folder's lock back."""
         if self._metrics is not None:
             self._metrics.close()
+        if self.rank == 0:
+            with contextlib.suppress(FileNotFoundError):
+                if (self.out_dir / ".lock").read_text().strip() == str(os.getpid()):
+                    (self.out_dir / ".lock").unlink()
+
+    def _lock(self) -> None:
+        lock = self.out_dir / ".lock"
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = lock.read_text().strip() if lock.exists() else ""
+                if holder.isdigit() and int(holder) != os.getpid() and _alive(int(holder)):
+                    raise RunLockedError(
+                        f"{self.out_dir}: process {holder} is writing this run folder; wait for it, or stop it "
+                        "and run again (a killed run's lock is taken over)"
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return
 
     def publish_streams(self) -> None:
         """The finished run's ``metrics.jsonl`` and ``eval.jsonl`` under their real names (rank 0)."""
@@ -129,6 +162,16 @@ class RunFiles:
     def remove_resume_state(self) -> None:
         if self.resume_dir.exists() and self.rank == 0:
             shutil.rmtree(self.resume_dir)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def inject_fault(point: int | str) -> None:
