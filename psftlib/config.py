@@ -262,11 +262,14 @@ class Profile:
 def check_overrides(overrides: dict[str, Any], source: str) -> dict[str, Any]:
     """``--set`` / notebook overrides checked against the schema's ``train`` fields, as the profile's own values
     are (same limits and types, the key named); a whole number given for an integer field becomes an int."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not overrides:  # the profile's own values were checked with the profile
+        return {}
+    fields = dataclasses.fields(TrainConfig)
+    known = {f.name for f in fields}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
-    ints = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", int)}
+    ints = {f.name for f in fields if f.type in ("int", int)}
     out = {
         k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
         for k, v in overrides.items()

@@ -215,8 +215,9 @@ def seed_spread_table(profile: Any, runs: list[str], root: Path = ROOT) -> pd.Da
 def curves(profile: str | Profile, run: str, root: Path = ROOT) -> pd.DataFrame:
     """A run's in-training evals with ``in_domain`` and ``out_of_domain`` added: the mean avg@k over the tasks of
     each domain that the in-training subset has; x axis ``train_batch``."""
-    domains = domains_of(profile)
-    ev = read_jsonl_frame(run_dir(load_profile(profile).name, run, root) / "eval.jsonl")
+    prof = load_profile(profile)
+    domains = domains_of(prof)
+    ev = read_jsonl_frame(run_dir(prof.name, run, root) / "eval.jsonl")
     means = {}
     for domain, tasks in domains.items():
         cols = [c for c in ev if c.endswith("/avg_at_k") and c.removesuffix("/avg_at_k") in tasks]

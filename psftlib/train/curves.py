@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,10 +64,10 @@ class Curves:
         if self.world > 1:
             torch.distributed.barrier()
 
-    def write_selection(self, state: dict, out_dir: Path) -> None:
+    def write_selection(self, state: dict) -> None:
         """``selected.json``: where the kept checkpoint was taken, its score and the rule (rank 0)."""
         if self.rank == 0 and "selected" in state:
-            with atomic_write(out_dir / "selected.json") as f:
+            with atomic_write(self.files.out_dir / "selected.json") as f:
                 json.dump(
                     {**state["selected"], "rule": SELECTION_RULE, "final_step": self.plan.n_steps},
                     f,

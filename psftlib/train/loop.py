@@ -212,7 +212,7 @@ def _finish(model, tokenizer, cfg: TrainConfig, state: dict, files: RunFiles, cu
             rows = gather_rows(state.get(key, []), world)
             if rank == 0:
                 write_tokens(files.out_dir / name, rows, tokenizer)
-    curves.write_selection(state, files.out_dir)
+    curves.write_selection(state)
     # under FSDP every rank takes part in gathering the weights
     if cfg.save_checkpoint and (rank == 0 or fsdp):
         save_model(model, tokenizer, files.out_dir / "checkpoint", bool(cfg.lora_r), rank)
