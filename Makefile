@@ -1,5 +1,6 @@
 # The README's two commands. Each creates .venv from the pinned lock when missing, then runs.
 #   make reproduce   every figure of the default profile (mini):  snakemake --cores all
+#   make figures     re-draw every figure, table, the findings and the report from the committed results (no training)
 #   make test        lint + the test suite (what CI runs, through .ci/run)
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test env clean-smoke
+.PHONY: reproduce figures test env clean-smoke
 
 env: $(STAMP)
 
@@ -27,6 +28,11 @@ $(STAMP): requirements.lock pyproject.toml
 # Snakemake sets OMP_NUM_THREADS per job from the profile's `threads` (1: two jobs side by side on 2 cores).
 reproduce: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE)
+
+# Redraw mode: only the figure, table, findings and report rules exist (see the Snakefile); --forceall re-runs all of
+# them, whatever the file times of a fresh clone.
+figures: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE) redraw=true --forceall
 
 test: $(STAMP)
 	$(BIN)/ruff check .
