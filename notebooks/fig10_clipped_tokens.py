@@ -22,6 +22,7 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
 run: str = "psft"  # a run with token_sample_rate > 0
 
 # %%
@@ -33,6 +34,8 @@ from psftlib.layout import Layout
 from psftlib.report.analysis import clipped_token_stats, reflective_share, write_csv
 from psftlib.report.plots import save_figure
 from psftlib.worlds.small import REFLECTIVE
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 tokens = pd.read_parquet(Layout(profile).run(run) / "tokens.parquet")
 stats = clipped_token_stats(tokens)
@@ -50,9 +53,9 @@ for ax, phase in zip(axes, phases, strict=True):
         cloud = WordCloud(width=400, height=300, background_color="white", random_state=0, colormap="viridis")
         ax.imshow(cloud.generate_from_frequencies(counts.to_dict()), interpolation="bilinear")
 fig.tight_layout()
-written = save_figure(fig, Layout(profile).figures / "fig10_clipped_tokens")
-out = write_csv(share, Layout(profile).tables / "fig10_clipped_tokens.csv")
-print("\n".join(map(str, [*written, out])))
+written = save_figure(fig, outputs.figures / "fig10_clipped_tokens")
+csv = write_csv(share, outputs.tables / "fig10_clipped_tokens.csv")
+print("\n".join(map(str, [*written, csv])))
 
 # %%
 from IPython.display import Image

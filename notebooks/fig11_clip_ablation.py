@@ -20,7 +20,8 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
-runs: list = ["psft", "psft_noclip"]  # PSFT runs differing only in clip_high
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
+runs: list = ["psft", "psft_noclip", "psft_clip0.4"]  # PSFT runs differing only in clip_high
 
 # %%
 import matplotlib.pyplot as plt
@@ -36,6 +37,8 @@ from psftlib.report.analysis import (
 )
 from psftlib.report.plots import save_figure
 
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
+
 prof = load_profile(profile)
 labels = {r: f"ε_high = {prof.run_config(r).clip_high:g}".replace("inf", "∞ (no clip)") for r in runs}
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
@@ -50,8 +53,8 @@ for ax, title in zip(axes, ["(a) entropy", "(b) gradient norm", "(c) in-domain (
     ax.grid(alpha=0.3)
 axes[0].legend(frameon=False, fontsize=8)
 fig.tight_layout()
-written = save_figure(fig, Layout(profile).figures / "fig11_clip_ablation")
+written = save_figure(fig, outputs.figures / "fig11_clip_ablation")
 table = scores_table(profile, runs, ["in_domain", "out_of_domain"])[["in_domain", "out_of_domain"]]
 table.insert(0, "clip_high", [prof.run_config(r).clip_high for r in runs])
-write_csv(table, Layout(profile).tables / "fig11_clip_ablation.csv", index_label="run")
+write_csv(table, outputs.tables / "fig11_clip_ablation.csv", index_label="run")
 table

@@ -20,8 +20,17 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
-runs: list = ["sft", "psft"]  # run names, one line each
-smooth: int = 5  # rolling mean over this many steps; 1 draws raw values
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
+runs: list = [
+    "sft",
+    "sft_kl",
+    "psft",
+    "psft_warmup12",
+    "psft_warmup24",
+    "sft_as_psft",
+    "psft_as_sft",
+]  # run names, one line each
+smooth: int = 1  # rolling mean over this many steps; 1 draws raw values
 
 # %%
 from psftlib.config import load_profile, replicates
@@ -29,13 +38,15 @@ from psftlib.layout import Layout
 from psftlib.report.analysis import run_metrics
 from psftlib.report.plots import plot_entropy, save_figure
 
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
+
 metrics = {run: run_metrics(profile, run) for run in runs}
 # the same runs at other seeds (seed_replicates in the profile): thin lines in the run's colour
 prof = load_profile(profile)
 seeds = {run: [run_metrics(profile, r) for r in replicates(prof, run)[1:]]
          for run in runs}  # fmt: skip
 fig = plot_entropy(metrics, smooth=smooth, title=f"Token entropy ({profile} profile)", replicates=seeds)
-written = save_figure(fig, Layout(profile).figures / "fig1_entropy")
+written = save_figure(fig, outputs.figures / "fig1_entropy")
 print("\n".join(map(str, written)))
 
 # %%

@@ -20,7 +20,16 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
-runs: list = ["sft", "psft"]  # run names, one line each
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
+runs: list = [
+    "sft",
+    "sft_kl",
+    "psft",
+    "psft_warmup12",
+    "psft_warmup24",
+    "sft_as_psft",
+    "psft_as_sft",
+]  # run names, one line each
 
 # %%
 import matplotlib.pyplot as plt
@@ -28,6 +37,8 @@ import matplotlib.pyplot as plt
 from psftlib.layout import Layout
 from psftlib.report.analysis import curves
 from psftlib.report.plots import STYLE, save_figure
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 data = {run: curves(profile, run) for run in runs}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -41,7 +52,7 @@ for ax, column, title in zip(axes, ["in_domain", "out_of_domain"], ["(a) in-doma
     ax.grid(alpha=0.3)
 axes[0].legend(frameon=False, fontsize=7)
 fig.tight_layout()
-written = save_figure(fig, Layout(profile).figures / "fig3_performance")
+written = save_figure(fig, outputs.figures / "fig3_performance")
 print("\n".join(map(str, written)))
 
 # %%

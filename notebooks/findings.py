@@ -20,16 +20,15 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
-out: str = ""  # empty: results/findings.md (mini) or results/<profile>/findings.md
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
 
 # %%
-from pathlib import Path
 
 import pandas as pd
 
 import psftlib.report.findings as findings_module
-from psftlib.config import ROOT
 from psftlib.data import atomic_write
+from psftlib.layout import Layout
 from psftlib.report.analysis import provenance_line
 from psftlib.report.findings import evaluate_findings
 
@@ -38,7 +37,7 @@ table = pd.DataFrame(rows)
 table
 
 # %%
-path = Path(out) if out else ROOT / "results" / ("" if profile == "mini" else profile) / "findings.md"
+path = Layout(profile, scratch=not publish).findings  # results/[<profile>/]findings.md, or under scratch/
 counts = table["verdict"].value_counts().to_dict()
 lines = [
     f"# Findings of the paper, tested on this run (profile `{profile}`)",

@@ -21,7 +21,8 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
-runs: list = ["sft", "psft"]  # SFT and PSFT runs at several learning rates
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
+runs: list = ["sft", "sft_lr6e-4", "psft", "psft_lr3e-5"]  # SFT and PSFT runs at several learning rates
 
 # %%
 import matplotlib.pyplot as plt
@@ -37,6 +38,8 @@ from psftlib.report.analysis import (
     write_table,
 )
 from psftlib.report.plots import save_figure
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -57,12 +60,12 @@ for ax in axes:
     ax.legend(frameon=False, fontsize=8)
 fig.suptitle("Figure 17: learning rate, entropy and clip fraction")
 fig.tight_layout()
-written = save_figure(fig, Layout(profile).figures / "fig17_learning_rates")
+written = save_figure(fig, outputs.figures / "fig17_learning_rates")
 
 # %%
 ours = scores_table(profile, ["base", *runs], ["in_domain", "out_of_domain"])
 ours.insert(0, "lr", [float("nan"), *(prof.run_config(r).lr for r in runs)])
 lines = ["# Table 10: learning rates", "", f"## This run (profile `{profile}`: SFT at x, PSFT at x / 20)", "",
          markdown_table(ours, "run"), "", *paper_sections("table10_learning_rate", "Table 10")]  # fmt: skip
-write_table(profile, "table10_learning_rates", lines, ours)
+write_table(outputs, "table10_learning_rates", lines, ours)
 print("\n".join(lines[:12]))

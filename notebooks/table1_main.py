@@ -29,12 +29,14 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
 runs: list = ["sft", "sft_kl", "psft_warmup12", "psft_warmup24", "psft", "sft_as_psft", "psft_as_sft"]
 
 # %%
 import pandas as pd
 
 from psftlib.config import load_profile
+from psftlib.layout import Layout
 from psftlib.report.analysis import (
     markdown_table,
     paper_sections,
@@ -44,6 +46,8 @@ from psftlib.report.analysis import (
     write_table,
 )
 from psftlib.report.paper import load_paper_table
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 controls = [r for r in ("sft_as_psft", "psft_as_sft") if r in runs]  # ours, not in the paper
@@ -129,5 +133,5 @@ lines = [
 checkpoints = (
     [selected.assign(checkpoint="selected"), ours.assign(checkpoint="final")] if len(selected) else [ours]
 )
-write_table(prof.name, "table1_main", lines, pd.concat(checkpoints))
+write_table(outputs, "table1_main", lines, pd.concat(checkpoints))
 print("\n".join(lines[:12]))

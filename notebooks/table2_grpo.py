@@ -21,6 +21,7 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
 cold_starts: list = ["sft", "psft"]  # grpo.cold_starts of the profile
 
 # %%
@@ -37,6 +38,8 @@ from psftlib.report.analysis import (
     write_table,
 )
 from psftlib.report.plots import STYLE, save_figure
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 
@@ -56,7 +59,7 @@ for ax in axes:
     ax.grid(alpha=0.3)
 axes[0].legend(frameon=False)
 fig.tight_layout()
-written = save_figure(fig, Layout(profile).figures / "fig5_grpo")
+written = save_figure(fig, outputs.figures / "fig5_grpo")
 
 # %%
 ours = scores_table(profile, [*cold_starts, *runs], ["in_domain", "out_of_domain"])
@@ -65,5 +68,5 @@ lines = ["# Table 2: GRPO from the SFT and PSFT cold starts", "",
          f"{prof.run_config('sft').lr / prof['grpo']['lr']:.3g}, paper: / 20 (Table 12: 1e-6 vs 2e-5); "
          f"{prof['grpo']['train_batches']} generation rounds of {prof['grpo']['train_batch_size']} prompts)", "",
          markdown_table(ours, "run"), "", *paper_sections("table2_grpo", "Table 2")]  # fmt: skip
-write_table(profile, "table2_grpo", lines, ours)
+write_table(outputs, "table2_grpo", lines, ours)
 print("\n".join(lines[:8]))

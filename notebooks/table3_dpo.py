@@ -22,6 +22,7 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
 cold_starts: list = ["sft", "psft", "psft_prolong"]  # dpo.cold_starts of the profile
 
 # %%
@@ -38,6 +39,8 @@ from psftlib.report.analysis import (
     write_table,
 )
 from psftlib.report.plots import STYLE, save_figure
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 
@@ -63,7 +66,7 @@ for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=7)
 fig.tight_layout()
-written = save_figure(fig, Layout(profile).figures / "fig6_dpo")
+written = save_figure(fig, outputs.figures / "fig6_dpo")
 
 # %%
 table = scores_table(profile, ["base", *cold_starts, *runs], ["in_domain", "out_of_domain"])
@@ -82,12 +85,12 @@ ax.set(
 )
 ax.grid(alpha=0.3, axis="y")
 fig.tight_layout()
-written += save_figure(fig, Layout(profile).figures / "fig7_alignment_tax")
+written += save_figure(fig, outputs.figures / "fig7_alignment_tax")
 
 # %%
 lines = ["# Table 3: alignment after DPO", "",
          f"## This run (profile `{profile}`; alignment = rule-based format following; DPO lr {prof['dpo']['lr']:g} = SFT "
          f"lr / {prof.run_config('sft').lr / prof['dpo']['lr']:.3g}, paper: / 40 (Table 14: 5e-7 vs 2e-5))", "",
          markdown_table(ours, "run"), "", *paper_sections("table3_dpo_alignment", "Table 3")]  # fmt: skip
-write_table(profile, "table3_dpo", lines, ours)
+write_table(outputs, "table3_dpo", lines, ours)
 print("\n".join(lines[:10]))

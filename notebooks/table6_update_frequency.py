@@ -20,7 +20,13 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
-runs: list = ["psft", "psft_refresh_never"]  # PSFT runs differing only in old_policy_refresh
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
+runs: list = [
+    "psft_refresh4",
+    "psft",
+    "psft_refresh16",
+    "psft_refresh_never",
+]  # PSFT runs differing only in old_policy_refresh
 
 # %%
 import matplotlib.pyplot as plt
@@ -36,6 +42,8 @@ from psftlib.report.analysis import (
     write_table,
 )
 from psftlib.report.plots import save_figure
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 
@@ -55,12 +63,12 @@ ax.set(xlabel="step (train batches)", ylabel="entropy (nats)", title="Figure 12:
 ax.grid(alpha=0.3)
 ax.legend(frameon=False, fontsize=8)
 fig.tight_layout()
-written = save_figure(fig, Layout(profile).figures / "fig12_update_frequency")
+written = save_figure(fig, outputs.figures / "fig12_update_frequency")
 
 # %%
 ours = scores_table(profile, runs, ["in_domain", "out_of_domain"])
 ours.insert(0, "old_policy_refresh", [refresh_label(r) for r in runs])
 lines = ["# Table 6: old-policy update frequency", "", f"## This run (profile `{profile}`)", "",
          markdown_table(ours, "run"), "", *paper_sections("table6_update_frequency", "Table 6")]  # fmt: skip
-write_table(profile, "table6_update_frequency", lines, ours)
+write_table(outputs, "table6_update_frequency", lines, ours)
 print("\n".join(lines[:10]))

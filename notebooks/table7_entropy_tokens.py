@@ -20,11 +20,15 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
 runs: list = ["psft", "psft_entropy0.2"]  # PSFT on all tokens, then PSFT runs with entropy_top_fraction set
 
 # %%
 from psftlib.config import load_profile
+from psftlib.layout import Layout
 from psftlib.report.analysis import markdown_table, paper_sections, scores_table, write_table
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 ours = scores_table(profile, runs, ["in_domain", "out_of_domain"])
@@ -34,5 +38,5 @@ ours.insert(0, "trained_tokens", [
 ])  # fmt: skip
 lines = ["# Table 7: PSFT on high-entropy tokens only", "", f"## This run (profile `{profile}`)", "",
          markdown_table(ours, "run"), "", *paper_sections("table7_entropy_tokens", "Table 7")]  # fmt: skip
-write_table(profile, "table7_entropy_tokens", lines, ours)
+write_table(outputs, "table7_entropy_tokens", lines, ours)
 print("\n".join(lines[:10]))

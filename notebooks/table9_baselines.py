@@ -20,7 +20,14 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
-runs: list = ["sft", "psft", "dft"]  # methods compared; names from the profile's runs
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
+runs: list = [
+    "sft",
+    "psft",
+    "psft_lr3e-5",
+    "iw_sft",
+    "dft",
+]  # methods compared; names from the profile's runs
 
 # %%
 import matplotlib.pyplot as plt
@@ -36,6 +43,8 @@ from psftlib.report.analysis import (
 )
 from psftlib.report.plots import STYLE, save_figure
 
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
+
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for run in runs:
     m = per_train_batch(run_metrics(profile, run), ["entropy", "nll"])
@@ -49,11 +58,11 @@ for ax in axes:
 axes[0].legend(frameon=False, fontsize=8)
 fig.suptitle("Figure 15: DFT and iw-SFT beside SFT and PSFT")
 fig.tight_layout()
-written = save_figure(fig, Layout(profile).figures / "fig15_baselines")
+written = save_figure(fig, outputs.figures / "fig15_baselines")
 
 # %%
 ours = scores_table(profile, ["base", *runs], ["in_domain", "out_of_domain"])
 lines = ["# Table 9: recent baselines (DFT, iw-SFT)", "", f"## This run (profile `{profile}`)", "",
          markdown_table(ours, "run"), "", *paper_sections("table9_dft_iwsft", "Table 9")]  # fmt: skip
-write_table(profile, "table9_baselines", lines, ours)
+write_table(outputs, "table9_baselines", lines, ours)
 print("\n".join(lines[:12]))

@@ -32,6 +32,7 @@
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
+publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
 
 # %%
 import pandas as pd
@@ -47,6 +48,8 @@ from psftlib.report.analysis import (
     write_csv,
     write_table,
 )
+
+outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 cal = prof["calibration"]
@@ -131,6 +134,6 @@ lines = [
     *(f"| {run} | " + " | ".join(describe(table.loc[run].get(c)) for c in cols) + " |" for run in table.index),
     "",
 ]  # fmt: skip
-write_table(prof.name, "world_calibration", lines, table[cols])
-write_csv(epochs, Layout(prof.name).tables / "world_calibration_epochs.csv", index=False)
+write_table(outputs, "world_calibration", lines, table[cols])
+write_csv(epochs, outputs.tables / "world_calibration_epochs.csv", index=False)
 print("\n".join(lines))

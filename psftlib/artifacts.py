@@ -143,7 +143,9 @@ class Artifact:
 
     def shell_params(self, profile: Any) -> str:
         """The parameters as ``psftlib.notebook`` flags (``-p runs '["sft", "psft"]'``; values parsed as YAML)."""
-        flags = []
+        flags = [
+            "-p publish True"
+        ]  # the pipeline writes the committed outputs (a notebook run by hand: scratch/)
         for name, value in self.params_of(profile).items():
             text = json.dumps(value) if isinstance(value, list) else str(value)
             flags.append(f"-p {name} '{text}'" if isinstance(value, list) else f"-p {name} {text}")

@@ -45,6 +45,9 @@ class Layout:
 
     profile: str
     root: Path = ROOT
+    # figures, tables, findings and report under <root>/scratch/ (same structure): what a notebook run by hand
+    # writes, so it never overwrites the committed outputs the pipeline made
+    scratch: bool = False
 
     @property
     def published(self) -> bool:
@@ -52,7 +55,8 @@ class Layout:
         return self.profile == DEFAULT_PROFILE
 
     def _outputs(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts) if self.published else self.root.joinpath(*parts, self.profile)
+        base = self.root / "scratch" if self.scratch else self.root
+        return base.joinpath(*parts) if self.published else base.joinpath(*parts, self.profile)
 
     # ---- compute: data, base model, runs, evaluations ----
     @property

@@ -13,6 +13,7 @@ import yaml
 
 from psftlib.artifacts import load_artifacts, present, reported
 from psftlib.config import ROOT, load_profile, objective_names
+from psftlib.layout import DEFAULT_PROFILE
 from psftlib.sources import graph, sources
 
 # bottom to top: a module may import its own layer and those below, never one above
@@ -87,10 +88,31 @@ def test_schema_accepts_figures_exactly_for_registry_entries():
     assert accepted == {n for n, a in load_artifacts().items() if a.when == "figures"}
 
 
-def _notebook_parameters(path: Path) -> set[str]:
+def _notebook_defaults(path: Path) -> dict[str, object]:
+    """The parameters cell of a notebook: name -> default value."""
     text = path.read_text()
     cell = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
-    return {t.target.id for t in ast.parse(cell).body if isinstance(t, ast.AnnAssign)}
+    return {
+        t.target.id: ast.literal_eval(t.value) for t in ast.parse(cell).body if isinstance(t, ast.AnnAssign)
+    }
+
+
+def _notebook_parameters(path: Path) -> set[str]:
+    return set(_notebook_defaults(path))
+
+
+def test_notebook_defaults_reproduce_the_default_profile():
+    """Opened in Jupyter and run as-is, a notebook draws what the pipeline draws for the default profile (its
+    parameter defaults are the profile's), and writes under scratch/ (publish: False), never the committed files."""
+    prof = load_profile(DEFAULT_PROFILE)
+    for art in present(prof):
+        defaults = _notebook_defaults(ROOT / art.notebook)
+        assert defaults.get("publish") is False, f"{art.notebook}: publish must default to False"
+        expected = art.params_of(prof)
+        got = {k: defaults.get(k) for k in expected}
+        assert got == expected, (
+            f"{art.notebook}: defaults {got} differ from config/{DEFAULT_PROFILE}.yaml's {expected}"
+        )
 
 
 def test_every_artifact_has_its_notebook_with_its_parameters():

@@ -65,3 +65,21 @@ def test_make_figures_redraws_everything_from_committed_results(tmp_path):
     ]
     stray = [p for p in new if not p.startswith(SCRATCH) and "__pycache__" not in p]
     assert not stray, f"redraw wrote outside figures/tables/findings/report: {stray}"
+
+
+@pytest.mark.slow
+def test_a_notebook_run_by_hand_writes_under_scratch_not_the_committed_tables(tmp_path):
+    from psftlib.layout import Layout
+    from psftlib.notebook import run_notebook
+
+    committed = Layout("mini").table("table7_entropy_tokens")
+    scratch = Layout("mini", scratch=True).table("table7_entropy_tokens")
+    before = committed.stat().st_mtime_ns
+    scratch.unlink(missing_ok=True)
+    try:
+        run_notebook(ROOT / "notebooks" / "table7_entropy_tokens.py", tmp_path / "nb.ipynb")  # its defaults
+        assert scratch.exists() and committed.stat().st_mtime_ns == before
+        assert scratch.parts[-4:-2] == ("scratch", "results")
+    finally:
+        scratch.unlink(missing_ok=True)
+        scratch.with_suffix(".csv").unlink(missing_ok=True)

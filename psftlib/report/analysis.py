@@ -312,11 +312,11 @@ def provenance_line(profile: str, root: Path = ROOT) -> str:
             f"`{prof.path}` (sha256 `{digest}`).")  # fmt: skip
 
 
-def write_table(profile: str, name: str, lines: list[str], table: pd.DataFrame, root: Path = ROOT) -> Path:
-    """``results/tables[/<profile>]/<name>.md`` (``lines`` + a provenance line) and ``.csv`` (``table``), each
-    written atomically."""
-    out = Layout(profile, root).tables / name
+def write_table(outputs: Layout, name: str, lines: list[str], table: pd.DataFrame) -> Path:
+    """``<outputs.tables>/<name>.md`` (``lines`` + a provenance line) and ``.csv`` (``table``), each written
+    atomically (``results/tables[/<profile>]``, or under ``scratch/`` for a notebook run by hand)."""
+    out = outputs.tables / name
     with atomic_write(out.with_suffix(".md")) as f:
-        f.write("\n".join([*lines, "", provenance_line(profile, root), ""]))
+        f.write("\n".join([*lines, "", provenance_line(outputs.profile, outputs.root), ""]))
     write_csv(table, out.with_suffix(".csv"), index_label="run")
     return out

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules and not os.environ.get("DISPLAY"):
+    matplotlib.use("Agg")  # headless (the pipeline, tests): no window; in Jupyter the inline backend stays
 import matplotlib.pyplot as plt
 import pandas as pd
 
