@@ -22,11 +22,11 @@ import yaml
 from psftlib.layout import CONFIG_DIR, PAPER_DIR, Layout
 
 REGISTRY_PATH = CONFIG_DIR / "artifacts.yaml"
-WHEN = ("figures", "calibration", "grpo", "dpo", "always")
+WHEN = ("figures", "calibration", "frontier", "grpo", "dpo", "always")
 PARAMS = ("runs", "smooth", "run", "cold_starts")
 READ_KINDS = ("metrics", "curves", "evals")
 RUN_SELECTIONS = ("runs", "runs+replicates", "base+runs", "table1", "first_run", "all_runs", "all", "calibration",
-                  "base+calibration", "post")  # fmt: skip
+                  "base+calibration", "base+frontier", "post")  # fmt: skip
 KEYS = ("paper", "when", "params", "reads", "paper_tables", "figures", "tables", "csv", "findings")
 
 
@@ -89,6 +89,7 @@ class Artifact:
             "all": lambda: profile.all_runs,
             "calibration": lambda: profile.calibration_runs,
             "base+calibration": lambda: ["base", *profile.calibration_runs],
+            "base+frontier": lambda: ["base", *profile.with_replicates(profile.frontier_runs)],
             "post": lambda: [f"{cold}+{self.when}" for cold in runs],
         }[selection]()
 

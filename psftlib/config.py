@@ -217,6 +217,12 @@ class Profile:
         cal = self.data.get("calibration") or {}
         return [*cal.get("sft_grid", []), *cal.get("psft_grid", []), *cal.get("matched", [])]
 
+    @property
+    def frontier_runs(self) -> list[str]:
+        """Every run of the learning-rate frontier (``frontier.methods``), method by method, without replicates."""
+        methods = (self.data.get("frontier") or {}).get("methods", {})
+        return [run for runs in methods.values() for run in runs]
+
     def figure_runs(self, artifact: str) -> list[str]:
         """``figures.<artifact>.runs`` ([] when the profile does not build that artifact)."""
         return list((self.data.get("figures") or {}).get(artifact, {}).get("runs", []))
@@ -329,6 +335,15 @@ def validate_profile(data: Any, source: str) -> None:
         for run in runs if isinstance(runs, list) else []:
             if run not in data["runs"]:
                 raise ConfigError(f"{source}: calibration.{key}: {run!r} is not defined under runs")
+    frontier = data.get("frontier") or {}
+    for method, runs in frontier.get("methods", {}).items():
+        for run in runs:
+            if run not in data["runs"]:
+                raise ConfigError(f"{source}: frontier.methods.{method}: {run!r} is not defined under runs")
+    if frontier and frontier["reference"] not in frontier["methods"]:
+        raise ConfigError(
+            f"{source}: frontier.reference: {frontier['reference']!r} is not one of frontier.methods"
+        )
     for fig, spec in data.get("figures", {}).items():
         for run in spec.get("runs", []):
             if run not in data["runs"]:
