@@ -40,7 +40,7 @@ import pandas as pd
 from psftlib.config import load_profile
 from psftlib.layout import Layout
 from psftlib.report.analysis import (
-    describe,
+    markdown_table,
     per_epoch,
     read_jsonl_frame,
     run_summary,
@@ -108,7 +108,6 @@ epochs[[c for c in show if c in epochs]].round(3)
 # %%
 cols = ["lr", "steps_per_train_batch", "in_domain", *targets, "out_of_domain", *skills, "train_nll", "heldout_nll",
         "nll_gap", "heldout_entropy", "clip_fraction", "boundary_share_nll", "boundary_share_entropy"]  # fmt: skip
-short = {c: c.removeprefix("world_skill_").removeprefix("world_") for c in cols}
 lines = [
     f"# Small-world calibration (profile `{prof.name}`)",
     "",
@@ -129,9 +128,7 @@ lines = [
     "",
     "## Runs",
     "",
-    "| run | " + " | ".join(short[c] for c in cols) + " |",
-    "|---|" + "---|" * len(cols),
-    *(f"| {run} | " + " | ".join(describe(table.loc[run].get(c)) for c in cols) + " |" for run in table.index),
+    markdown_table(table[cols], "run"),
     "",
 ]  # fmt: skip
 write_table(outputs, "world_calibration", lines, table[cols])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -225,12 +226,64 @@ def curves(profile: str | Profile, run: str, root: Path = ROOT) -> pd.DataFrame:
     return ev.assign(**means)
 
 
+# Columns that hold an accuracy (0-1 in results/, shown in % like the paper): a task (world_*, paper_*), a domain
+# mean, their gains and seed statistics, and the short names world_calibration uses.
+SCORE_COLUMN = re.compile(
+    r"^(world_\w+|paper_\w+|in_domain|out_of_domain|target_\d+|reverse|sort|compare|arith|count|format|"
+    r"selected_on|alignment|ood_without_format|in_domain_gain|ood_change)(_mean|_sd)?$"
+)
+SCORE_NOTE = "*Accuracy in % (0-100, the paper's scale); a ± b: mean ± standard deviation over seeds.*"
+
+
+def column_label(name: str) -> str:
+    """A column id in words: ``world_target_3`` -> "3 terms", ``world_skill_reverse`` -> "reverse",
+    ``in_domain`` -> "in-domain", ``selected_epoch`` -> "selected epoch"."""
+    name = re.sub(r"_(mean)$", "", name)
+    if m := re.fullmatch(r"(?:world_)?target_(\d+)", name):
+        return f"{m.group(1)} terms"
+    name = re.sub(r"^(world_skill_|world_|paper_)", "", name)
+    return name.replace("in_domain", "in-domain").replace("out_of_domain", "out-of-domain").replace("_", " ")
+
+
+def _cell(x: Any, score: bool) -> str:
+    """One value: scores in % with one decimal, whole numbers as integers, others with 2-3 decimals."""
+    if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
+        return "—"
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return str(x)
+    if score:
+        return f"{100 * x:.1f}"
+    if float(x).is_integer():
+        return str(int(x))
+    if 0 < abs(x) < 0.01:
+        return f"{x:.3g}"  # learning rates keep their digits
+    return f"{x:.2f}" if abs(x) >= 1 else f"{x:.3f}"
+
+
 def markdown_table(df: pd.DataFrame, index_name: str = "") -> str:
-    """A frame as a GitHub Markdown table, numbers with 3 decimals."""
-    head = "| " + " | ".join([index_name, *map(str, df.columns)]) + " |"
-    rule = "|" + "---|" * (len(df.columns) + 1)
-    body = ["| " + " | ".join([str(i), *(describe(v) for v in row)]) + " |" for i, row in df.iterrows()]
-    return "\n".join([head, rule, *body])
+    """A frame as a GitHub Markdown table for people: column ids in words (:func:`column_label`), accuracies
+    (:data:`SCORE_COLUMN`) in % with a note saying so, whole numbers as integers, and a column ``X`` (or ``X_mean``)
+    beside ``X_sd`` shown as one "mean ± sd" column. The CSV beside it keeps the raw values."""
+    columns, spread = [], {}
+    for col in map(str, df.columns):
+        base = col.removesuffix("_mean")
+        if col.endswith("_sd") and (col[:-3] in df.columns or f"{col[:-3]}_mean" in df.columns):
+            continue
+        if f"{base}_sd" in df.columns:
+            spread[col] = f"{base}_sd"
+        columns.append(col)
+    scores = {c for c in columns if SCORE_COLUMN.match(c)}
+
+    def cell(row: pd.Series, col: str) -> str:
+        text = _cell(row[col], col in scores)
+        if col in spread and text != "—" and np.isfinite(row[spread[col]]):
+            text += " ± " + _cell(row[spread[col]], col in scores)
+        return text
+
+    head = "| " + " | ".join([index_name, *map(column_label, columns)]) + " |"
+    rule = "|" + "---|" * (len(columns) + 1)
+    body = ["| " + " | ".join([str(i), *(cell(row, c) for c in columns)]) + " |" for i, row in df.iterrows()]
+    return "\n".join([*([SCORE_NOTE, ""] if scores else []), head, rule, *body])
 
 
 def clipped_token_stats(tokens: pd.DataFrame, phases: int = 3) -> pd.DataFrame:
