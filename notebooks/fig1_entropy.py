@@ -15,7 +15,8 @@
 # # Figure 1: token entropy during fine-tuning
 #
 # The paper (§4.1.1, Finding 1) reports that SFT's entropy drops at every epoch boundary (a sawtooth, a sign
-# of memorisation) while PSFT's stays smooth. Runs repeated over seeds show their other seeds as thin lines. This notebook only reads `metrics.jsonl` of finished runs and
+# of memorisation) while PSFT's stays smooth. Runs repeated over seeds show the seed mean and a band from
+# the lowest to the highest seed; our controls get a panel of their own. This notebook only reads `metrics.jsonl` of finished runs and
 # draws; changing it never retrains anything.
 
 # %% tags=["parameters"]
@@ -33,7 +34,6 @@ runs: list = [
 smooth: int = 1  # rolling mean over this many steps; 1 draws raw values
 
 # %%
-from psftlib.config import load_profile, replicates
 from psftlib.layout import Layout
 from psftlib.report.analysis import run_metrics
 from psftlib.report.plots import plot_entropy, save_figure
@@ -41,11 +41,9 @@ from psftlib.report.plots import plot_entropy, save_figure
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 metrics = {run: run_metrics(profile, run) for run in runs}
-# the same runs at other seeds (seed_replicates in the profile): thin lines in the run's colour
-prof = load_profile(profile)
-seeds = {run: [run_metrics(profile, r) for r in replicates(prof, run)[1:]]
-         for run in runs}  # fmt: skip
-fig = plot_entropy(metrics, smooth=smooth, title=f"Token entropy ({profile} profile)", replicates=seeds)
+# styles from each run's configuration (psftlib/report/styles.py); runs repeated over seeds (seed_replicates in
+# the profile) drawn as the seed mean with a band from the lowest to the highest seed
+fig = plot_entropy(profile, runs, smooth=smooth)
 written = save_figure(fig, outputs.figures / "fig1_entropy")
 print("\n".join(map(str, written)))
 

@@ -32,26 +32,21 @@ runs: list = [
 ]  # run names, one line each
 
 # %%
-import matplotlib.pyplot as plt
-
 from psftlib.layout import Layout
 from psftlib.report.analysis import curves
-from psftlib.report.plots import STYLE, save_figure
+from psftlib.report.plots import STEP, finish, new_figure, plot_runs, save_figure
 
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
-data = {run: curves(profile, run) for run in runs}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for ax, column, title in zip(axes, ["in_domain", "out_of_domain"], ["(a) in-domain", "(b) out-of-domain"],
+# styles from each run's configuration (psftlib/report/styles.py); runs repeated over seeds: mean and range
+fig, axes = new_figure(2, width=4.6, height=3.6)
+for ax, column, title in zip(axes[0], ["in_domain", "out_of_domain"],
+                             ["(a) in-domain", "(b) out-of-domain"],
                              strict=True):  # fmt: skip
-    for run, df in data.items():
-        ax.plot(df["train_batch"], df[column], marker="o", ms=3, lw=1.4, **STYLE.get(run, {"label": run}))
-    ax.set_xlabel("step (train batches)")
-    ax.set_ylabel("avg@k (in-training subset)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-axes[0].legend(frameon=False, fontsize=7)
-fig.tight_layout()
+    plot_runs(ax, profile, runs, lambda r, c=column: 100 * curves(profile, r).set_index("train_batch")[c],
+              marker="o", ms=3)  # fmt: skip
+    ax.set(xlabel=STEP, ylabel="accuracy (%, in-training subset)", title=title)
+finish(fig, axes, "Accuracy during fine-tuning", legend_from=axes[0][0])
 written = save_figure(fig, outputs.figures / "fig3_performance")
 print("\n".join(map(str, written)))
 

@@ -25,8 +25,6 @@ publish: bool = False  # True (the pipeline): write the committed figures and ta
 runs: list = ["sft", "sft_lr6e-4", "psft", "psft_lr3e-5"]  # SFT and PSFT runs at several learning rates
 
 # %%
-import matplotlib.pyplot as plt
-
 from psftlib.config import load_profile
 from psftlib.layout import Layout
 from psftlib.report.analysis import (
@@ -37,29 +35,33 @@ from psftlib.report.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.report.plots import save_figure
+from psftlib.report.plots import ENTROPY, STEP, finish, new_figure, plot_runs, save_figure
 
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for run in runs:
-    cfg = prof.run_config(run)
-    label = f"{cfg.objective.upper()} lr {cfg.lr:g}"
-    m = run_metrics(profile, run)
-    cols = ["entropy", *(["clip_fraction_high"] if "clip_fraction_high" in m else [])]
-    tb = per_train_batch(m, cols)
-    axes[0].plot(tb.index, tb["entropy"], lw=1.3, label=label, ls="-" if cfg.objective == "psft" else "--")
-    if "clip_fraction_high" in tb:
-        axes[1].plot(tb.index, tb["clip_fraction_high"], lw=1.3, label=label)
-axes[0].set(xlabel="step (train batches)", ylabel="entropy (nats)", title="(a) entropy")
-axes[1].set(xlabel="step (train batches)", ylabel="share of tokens with r > 1 + eps_high",
-            title="(b) clip fraction (PSFT)")  # fmt: skip
-for ax in axes:
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
-fig.suptitle("Figure 17: learning rate, entropy and clip fraction")
-fig.tight_layout()
+# styles from each run's configuration (psftlib/report/styles.py); seed bands where a run is repeated
+fig, axes = new_figure(2, width=4.6, height=3.6)
+plot_runs(
+    axes[0][0],
+    profile,
+    runs,
+    lambda r: per_train_batch(run_metrics(profile, r), ["entropy"])["entropy"],
+    lw=1.2,
+)
+clipped = [
+    r for r in runs if "clip_fraction_high" in run_metrics(profile, r)
+]  # runs that log a clip fraction
+plot_runs(
+    axes[0][1],
+    profile,
+    clipped,
+    lambda r: 100 * per_train_batch(run_metrics(profile, r), ["clip_fraction_high"])["clip_fraction_high"],
+    lw=1.2,
+)
+axes[0][0].set(xlabel=STEP, ylabel=ENTROPY, title="(a) entropy")
+axes[0][1].set(xlabel=STEP, ylabel="clipped tokens (% with r > 1 + ε_high)", title="(b) clip fraction (PSFT)")
+finish(fig, axes, "Figure 17: learning rate, entropy and clip fraction", legend_from=axes[0][0])
 written = save_figure(fig, outputs.figures / "fig17_learning_rates")
 
 # %%

@@ -25,8 +25,6 @@ publish: bool = False  # True (the pipeline): write the committed figures and ta
 cold_starts: list = ["sft", "psft"]  # grpo.cold_starts of the profile
 
 # %%
-import matplotlib.pyplot as plt
-
 from psftlib.config import load_profile
 from psftlib.layout import Layout
 from psftlib.report.analysis import (
@@ -37,28 +35,22 @@ from psftlib.report.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.report.plots import STYLE, save_figure
+from psftlib.report.plots import ENTROPY, finish, new_figure, plot_runs, save_figure
 
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 
 runs = [f"{c}+grpo" for c in cold_starts]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for cold, run in zip(cold_starts, runs, strict=True):
-    style = {**STYLE.get(cold, {}), "label": f"{STYLE.get(cold, {}).get('label', cold)} → GRPO"}
-    m = run_metrics(profile, run).dropna(subset=["entropy"])
-    axes[0].plot(m["train_batch"], m["entropy"], lw=1.4, **style)
-    c = curves(profile, run)
-    axes[1].plot(c["train_batch"], c["in_domain"], marker="o", ms=3, lw=1.4, **style)
-axes[0].set(xlabel="step (generation rounds)", ylabel="entropy (nats)", title="(a) entropy during GRPO")
-axes[1].set(
-    xlabel="step (generation rounds)", ylabel="in-domain avg@k (subset)", title="(b) in-domain during GRPO"
-)
-for ax in axes:
-    ax.grid(alpha=0.3)
-axes[0].legend(frameon=False)
-fig.tight_layout()
+fig, axes = new_figure(2, width=4.6, height=3.6)  # styles: the cold start's (psftlib/report/styles.py)
+plot_runs(axes[0][0], profile, runs, lambda r: run_metrics(profile, r).dropna(subset=["entropy"])
+          .set_index("train_batch")["entropy"])  # fmt: skip
+plot_runs(axes[0][1], profile, runs, lambda r: 100 * curves(profile, r).set_index("train_batch")["in_domain"],
+          marker="o", ms=3)  # fmt: skip
+axes[0][0].set(xlabel="step (generation rounds)", ylabel=ENTROPY, title="(a) entropy during GRPO")
+axes[0][1].set(xlabel="step (generation rounds)", ylabel="accuracy (%, in-training subset)",
+               title="(b) in-domain accuracy during GRPO")  # fmt: skip
+finish(fig, axes, legend_from=axes[0][0])
 written = save_figure(fig, outputs.figures / "fig5_grpo")
 
 # %%

@@ -38,34 +38,26 @@ from psftlib.report.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.report.plots import STYLE, save_figure
+from psftlib.report.plots import ENTROPY, finish, new_figure, plot_runs, save_figure
+from psftlib.report.styles import style_table
 
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 
 runs = [f"{c}+dpo" for c in cold_starts]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for cold, run in zip(cold_starts, runs, strict=True):
-    base_style = STYLE.get(cold, {"label": cold})
-    m = run_metrics(profile, run)
-    axes[0].plot(
-        m["train_batch"], m["entropy"], lw=1.4, **{**base_style, "label": f"{base_style['label']} → DPO"}
-    )
-    axes[1].plot(
-        m["train_batch"],
-        m["reward_chosen"],
-        lw=1.4,
-        **{**base_style, "label": f"{base_style['label']} chosen"},
-    )
-    axes[1].plot(m["train_batch"], m["reward_rejected"], lw=1.4, alpha=0.6,
-                 **{**base_style, "ls": ":", "label": f"{base_style['label']} rejected"})  # fmt: skip
-axes[0].set(xlabel="step", ylabel="entropy (nats)", title="(a) entropy during DPO")
-axes[1].set(xlabel="step", ylabel="implicit reward", title="(b) chosen / rejected rewards")
-for ax in axes:
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=7)
-fig.tight_layout()
+# styles: the cold start's (psftlib/report/styles.py); chosen and rejected rewards in panels of their own
+fig, axes = new_figure(3, width=4.0, height=3.5)
+for ax, column in zip(axes[0], ["entropy", "reward_chosen", "reward_rejected"], strict=True):
+    plot_runs(ax, profile, runs, lambda r, c=column: run_metrics(profile, r).set_index("train_batch")[c])
+axes[0][0].set(xlabel="step (DPO batches)", ylabel=ENTROPY, title="(a) entropy during DPO")
+axes[0][1].set(
+    xlabel="step (DPO batches)", ylabel="implicit reward β log(π/π_ref)", title="(b) chosen responses"
+)
+axes[0][2].set(
+    xlabel="step (DPO batches)", ylabel="implicit reward β log(π/π_ref)", title="(c) rejected responses"
+)
+finish(fig, axes, legend_from=axes[0][0])
 written = save_figure(fig, outputs.figures / "fig6_dpo")
 
 # %%
@@ -74,17 +66,23 @@ skills = [c for c in table if c in prof.domain_tasks("out_of_domain") and c != "
 ours = table.assign(alignment=table["world_skill_format"], ood_without_format=table[skills].mean(axis=1))[
     ["alignment", "ood_without_format", "in_domain"]
 ]
-fig, ax = plt.subplots(figsize=(7, 3.4))
-x = np.arange(len(ours))
-ax.bar(x, ours["ood_without_format"], color=["0.6", *[STYLE.get(r.split("+")[0], {}).get("color", "0.3")
-                                                        for r in ours.index[1:]]])  # fmt: skip
-ax.set_xticks(x, ours.index, rotation=30, ha="right")
-ax.set(
-    ylabel="out-of-domain mean (skills)",
-    title="Figure 7: alignment tax (out-of-domain skills after each stage)",
-)
+# (Figure 7) each cold start's out-of-domain score after the SFT stage (hatched) and after DPO, the base model's
+# as a line: the alignment tax is the drop from the base
+table_styles = style_table(profile)
+fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
+x = np.arange(len(cold_starts))
+for i, (cold, run) in enumerate(zip(cold_starts, runs, strict=True)):
+    color = table_styles[cold].color
+    ax.bar(i - 0.2, 100 * ours.loc[cold, "ood_without_format"], 0.4, color=color, alpha=0.45, hatch="//",
+           edgecolor=color, label="after the SFT stage" if i == 0 else None)  # fmt: skip
+    ax.bar(i + 0.2, 100 * ours.loc[run, "ood_without_format"], 0.4, color=color,
+           label="after DPO" if i == 0 else None)  # fmt: skip
+ax.axhline(100 * ours.loc["base", "ood_without_format"], color="0.3", ls=":", label="base model")
+ax.set_xticks(x, [table_styles[c].label for c in cold_starts])
+ax.set(xlabel="cold start", ylabel="out-of-domain accuracy (%, skills)",
+       title="Figure 7: alignment tax (out-of-domain skills after each stage)")  # fmt: skip
 ax.grid(alpha=0.3, axis="y")
-fig.tight_layout()
+ax.legend(frameon=False, fontsize=8, loc="lower right")
 written += save_figure(fig, outputs.figures / "fig7_alignment_tax")
 
 # %%

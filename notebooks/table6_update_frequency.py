@@ -29,8 +29,6 @@ runs: list = [
 ]  # PSFT runs differing only in old_policy_refresh
 
 # %%
-import matplotlib.pyplot as plt
-
 from psftlib.config import load_profile
 from psftlib.layout import Layout
 from psftlib.report.analysis import (
@@ -41,7 +39,7 @@ from psftlib.report.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.report.plots import save_figure
+from psftlib.report.plots import ENTROPY, STEP, finish, new_figure, plot_runs, save_figure, seed_runs
 
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
@@ -55,14 +53,25 @@ def refresh_label(run: str) -> str:
         "never" if every == "never" else f"every {every} mini batches")  # fmt: skip
 
 
-fig, ax = plt.subplots(figsize=(6, 3.4))
-for run in runs:
-    m = per_train_batch(run_metrics(profile, run), ["entropy"])
-    ax.plot(m.index, m["entropy"], lw=1.3, label=refresh_label(run))
-ax.set(xlabel="step (train batches)", ylabel="entropy (nats)", title="Figure 12: old-policy update frequency")
-ax.grid(alpha=0.3)
-ax.legend(frameon=False, fontsize=8)
-fig.tight_layout()
+# (a) entropy; (b) each run's entropy minus the default's (refresh every train batch), rolling mean over 10 train
+# batches, beside the same difference between the default's own seeds (grey): what seed noise alone gives
+# styles from each run's configuration (psftlib/report/styles.py); seed bands where a run is repeated
+fig, axes = new_figure(2, width=4.6, height=3.6)
+entropy = lambda r: per_train_batch(run_metrics(profile, r), ["entropy"])["entropy"]  # noqa: E731
+plot_runs(axes[0][0], profile, runs, entropy, lw=1.2)
+default = next(r for r in runs if prof.run_config(r).old_policy_refresh == "train_batch")
+others = [r for r in runs if r != default]
+plot_runs(axes[0][1], profile, others, lambda r: (entropy(r) - entropy(default)).rolling(10, min_periods=1).mean(),
+          seeds=False, lw=1.2)  # fmt: skip
+for copy in seed_runs(profile, default)[1:]:
+    axes[0][1].plot((entropy(copy) - entropy(default)).rolling(10, min_periods=1).mean(), color="0.6", lw=1,
+                    zorder=0, label="_" if copy != seed_runs(profile, default)[1] else "other seeds of the default (noise)")  # fmt: skip
+axes[0][1].axhline(0, color="k", lw=0.6)
+axes[0][0].set(xlabel=STEP, ylabel=ENTROPY, title="(a) entropy")
+axes[0][1].set(
+    xlabel=STEP, ylabel="entropy − default's (nats per token)", title="(b) difference to the default"
+)
+finish(fig, axes, "Figure 12: old-policy update frequency")
 written = save_figure(fig, outputs.figures / "fig12_update_frequency")
 
 # %%

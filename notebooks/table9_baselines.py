@@ -30,8 +30,6 @@ runs: list = [
 ]  # methods compared; names from the profile's runs
 
 # %%
-import matplotlib.pyplot as plt
-
 from psftlib.layout import Layout
 from psftlib.report.analysis import (
     markdown_table,
@@ -41,23 +39,17 @@ from psftlib.report.analysis import (
     scores_table,
     write_table,
 )
-from psftlib.report.plots import STYLE, save_figure
+from psftlib.report.plots import ENTROPY, STEP, finish, new_figure, plot_runs, save_figure
 
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for run in runs:
-    m = per_train_batch(run_metrics(profile, run), ["entropy", "nll"])
-    style = STYLE.get(run, {"label": run})
-    axes[0].plot(m.index, m["entropy"], lw=1.3, **style)
-    axes[1].plot(m.index, m["nll"], lw=1.3, **style)
-axes[0].set(xlabel="step (train batches)", ylabel="entropy (nats)", title="(a) entropy")
-axes[1].set(xlabel="step (train batches)", ylabel="training NLL (nats/token)", title="(b) training NLL")
-for ax in axes:
-    ax.grid(alpha=0.3)
-axes[0].legend(frameon=False, fontsize=8)
-fig.suptitle("Figure 15: DFT and iw-SFT beside SFT and PSFT")
-fig.tight_layout()
+# styles from each run's configuration (psftlib/report/styles.py); seed bands where a run is repeated
+fig, axes = new_figure(2, width=4.6, height=3.6)
+for ax, column in zip(axes[0], ["entropy", "nll"], strict=True):
+    plot_runs(ax, profile, runs, lambda r, c=column: per_train_batch(run_metrics(profile, r), [c])[c], lw=1.2)
+axes[0][0].set(xlabel=STEP, ylabel=ENTROPY, title="(a) entropy")
+axes[0][1].set(xlabel=STEP, ylabel="training NLL (nats per token)", title="(b) training NLL")
+finish(fig, axes, "Figure 15: DFT and iw-SFT beside SFT and PSFT", legend_from=axes[0][0])
 written = save_figure(fig, outputs.figures / "fig15_baselines")
 
 # %%

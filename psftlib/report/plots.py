@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,56 +15,123 @@ if "ipykernel" not in sys.modules and not os.environ.get("DISPLAY"):
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from psftlib.report.analysis import per_train_batch
+from psftlib.config import load_profile, replicates
+from psftlib.layout import Layout
+from psftlib.report.analysis import per_train_batch, run_metrics
+from psftlib.report.styles import Style, style_table
 
-# One colour and label per run name, the same in every figure.
-STYLE = {
-    "sft": {"color": "#d62728", "label": "SFT"},
-    "sft_kl": {"color": "#ff7f0e", "label": "SFT-KL"},
-    "psft": {"color": "#1f77b4", "label": "PSFT"},
-    "psft_warmup12": {"color": "#2ca02c", "label": "PSFT + warm-up (12)"},
-    "psft_warmup24": {"color": "#17becf", "label": "PSFT + warm-up (24)"},
-    "sft_as_psft": {"color": "#d62728", "ls": "--", "label": "SFT at PSFT's steps and lr (ours)"},
-    "psft_as_sft": {"color": "#1f77b4", "ls": "--", "label": "PSFT at SFT's lr (ours)"},
-    "dft": {"color": "#9467bd", "label": "DFT"},
-    "iw_sft": {"color": "#8c564b", "label": "iw-SFT"},
-}
+# axis labels, the same in every figure; the paper's x axis is the training "step" (a train batch) and its scores
+# are percentages (AIME-24 "nearly 20")
+STEP = "step (train batches)"
+ENTROPY = "entropy (nats per token)"
+ACCURACY = "accuracy (%, avg@k)"
 
 
-def plot_entropy(
-    metrics: Mapping[str, pd.DataFrame],
-    smooth: int = 1,
-    title: str | None = None,
-    replicates: Mapping[str, Sequence[pd.DataFrame]] | None = None,
+def seed_runs(profile: str, run: str) -> list[str]:
+    """``run`` and those of its seed replicates that have finished (a replicate not yet run is named and skipped)."""
+    done = [
+        r
+        for r in replicates(load_profile(profile), run)
+        if (Layout(profile).run(r) / "metrics.jsonl").exists()
+    ]
+    missing = sorted(set(replicates(load_profile(profile), run)) - set(done))
+    if missing:
+        print(f"{profile}: no results yet for {missing}: drawn without them")
+    return done or [run]
+
+
+def plot_runs(
+    ax: plt.Axes,
+    profile: str,
+    runs: Sequence[str],
+    series: Callable[[str], pd.Series],
+    seeds: bool = True,
+    **kw: Any,
+) -> dict[str, Style]:
+    """One line per run in its style (:mod:`psftlib.report.styles`): ``series(run)`` indexed by x. A run with seed
+    replicates is drawn as the seed mean with a band from the lowest to the highest seed."""
+    table = style_table(profile)
+    for run in runs:
+        style = table[run]
+        members = seed_runs(profile, run) if seeds else [run]
+        frame = pd.concat([series(r).rename(r) for r in members], axis=1).sort_index()
+        label = style.label if len(members) == 1 else f"{style.label} ({len(members)} seeds: mean, range)"
+        if len(members) > 1:
+            ax.fill_between(
+                frame.index, frame.min(axis=1), frame.max(axis=1), color=style.color, alpha=0.18, lw=0
+            )
+        ax.plot(frame.index, frame.mean(axis=1), **{"lw": 1.5, **kw, **style.kw, "label": label})
+    return table
+
+
+def new_figure(ncols: int = 1, width: float = 5.0, height: float = 3.6, **kw: Any) -> tuple[plt.Figure, Any]:
+    """A figure of ``ncols`` panels laid out so that titles, labels and an outside legend are never cut."""
+    return plt.subplots(1, ncols, figsize=(width * ncols, height), layout="constrained", squeeze=False, **kw)
+
+
+def finish(
+    fig: plt.Figure, axes: Any, title: str | None = None, legend_from: plt.Axes | None = None
 ) -> plt.Figure:
-    """Figure 1's layout: token entropy on the trained tokens against training progress, one line per run.
+    """Grids, the title, and one legend below the panels (the labelled lines of ``legend_from``, else of all)."""
+    flat = list(getattr(axes, "flat", [axes]))
+    for ax in flat:
+        ax.grid(alpha=0.3)
+    handles: dict[str, Any] = {}
+    for ax in [legend_from] if legend_from is not None else flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        ncols = min(
+            len(handles), 3 if max(map(len, handles)) < 45 else 2
+        )  # below the panels: never over a title
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="outside lower center",
+            ncols=ncols,
+            frameon=False,
+            fontsize=8,
+        )
+    if title:
+        fig.suptitle(title)
+    return fig
 
-    The x axis counts train batches (verl's and the paper's "step"): SFT takes one optimizer step per train
-    batch and PSFT several, so optimizer steps would not line up. Dotted vertical lines mark epoch
-    boundaries, where SFT's sawtooth shows in the paper. ``replicates[run]``: the same run at other seeds,
-    drawn thin and faint in the run's colour.
-    """
 
-    def line(df: pd.DataFrame) -> tuple[pd.Index, pd.Series]:
-        tb = per_train_batch(df, ["entropy"])  # one point per train batch: the same data for every objective
-        return tb.index, tb["entropy"].rolling(smooth, min_periods=1).mean() if smooth > 1 else tb["entropy"]
-
-    fig, ax = plt.subplots(figsize=(8.4, 3.6))
-    for run, df in metrics.items():
-        style = STYLE.get(run, {"label": run})
-        (drawn,) = ax.plot(*line(df), lw=1.6, **style)
-        for other in (replicates or {}).get(run, []):
-            ax.plot(*line(other), lw=0.8, alpha=0.4, color=drawn.get_color(), ls=style.get("ls", "-"))
-    first = per_train_batch(next(iter(metrics.values())), ["entropy"])
+def epoch_lines(ax: plt.Axes, metrics: pd.DataFrame) -> None:
+    """Dotted vertical lines at the epoch boundaries (where SFT's sawtooth shows in the paper)."""
+    first = per_train_batch(metrics, ["entropy"])
     for boundary in first.index[first["epoch"].diff() > 0] - 0.5:
         ax.axvline(boundary, color="0.8", ls=":", lw=0.8, zorder=0)
-    ax.set_xlabel("step (train batches: one old-policy refresh each)")
-    ax.set_ylabel("entropy (nats, trained tokens)")
-    ax.set_title(title or "Token entropy during fine-tuning")
-    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+
+
+def plot_entropy(profile: str, runs: Sequence[str], smooth: int = 1, title: str | None = None) -> plt.Figure:
+    """Figure 1: token entropy of the trained tokens per train batch, one line per run (seed bands where the
+    profile repeats a run). Our controls (runs that take another method's lr or step structure) get a panel of
+    their own, beside the references of both methods, so that they are not read as either.
+
+    The x axis counts train batches (verl's and the paper's "step"): SFT takes one optimizer step per train batch
+    and PSFT several, so optimizer steps would not line up. Dotted vertical lines mark epoch boundaries.
+    """
+    table = style_table(profile)
+
+    def entropy(run: str) -> pd.Series:
+        tb = per_train_batch(run_metrics(profile, run), ["entropy"])["entropy"]
+        return tb.rolling(smooth, min_periods=1).mean() if smooth > 1 else tb
+
+    controls = [r for r in runs if table[r].control]
+    references = [r for r in runs if not table[r].control and r in ("sft", "psft")]
+    panels = [("(a) the paper's methods", [r for r in runs if r not in controls])]
+    if controls:
+        panels.append(("(b) our controls, beside SFT and PSFT", [*references, *controls]))
+    fig, axes = new_figure(len(panels), width=5.2, height=3.8, sharey=True)
+    for ax, (name, members) in zip(axes[0], panels, strict=True):
+        plot_runs(ax, profile, members, entropy)
+        epoch_lines(ax, run_metrics(profile, members[0]))
+        ax.set(xlabel=STEP, ylabel=ENTROPY, title=name)
+    smoothing = f"; rolling mean over {smooth} steps" if smooth > 1 else ""
+    return finish(
+        fig, axes, title or f"Token entropy of the trained tokens{smoothing} (dotted: epoch boundaries)"
+    )
 
 
 def save_figure(fig: plt.Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
