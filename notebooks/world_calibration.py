@@ -59,7 +59,7 @@ rows = [run_summary(prof, r, task_sets) for r in [*cal["sft_grid"], *cal["psft_g
 table = pd.DataFrame([base, *rows]).set_index("run")
 skills = [c for c in table.columns if c in prof.domain_tasks("out_of_domain")]
 targets = [c for c in table.columns if c in prof.domain_tasks("in_domain")]
-table[["lr", "steps_per_train_batch", "in_domain", "out_of_domain", *skills, "nll_gap", "clip_fraction"]]
+table[["lr", "steps_per_train_batch", "in_domain", "out_of_domain", *skills, "nll_gap", "clip_fraction_high"]]
 
 # %% [markdown]
 # ## The bars
@@ -107,7 +107,7 @@ epochs[[c for c in show if c in epochs]].round(3)
 
 # %%
 cols = ["lr", "steps_per_train_batch", "in_domain", *targets, "out_of_domain", *skills, "train_nll", "heldout_nll",
-        "nll_gap", "heldout_entropy", "clip_fraction", "boundary_share_nll", "boundary_share_entropy"]  # fmt: skip
+        "nll_gap", "heldout_entropy", "clip_fraction_high", "ratio_below_low_fraction", "boundary_share_nll", "boundary_share_entropy"]  # fmt: skip
 lines = [
     f"# Small-world calibration (profile `{prof.name}`)",
     "",

@@ -184,17 +184,6 @@ def test_traces_hold_every_trained_token_of_the_traced_demonstrations(tiny_model
     assert (df.groupby("example")["step"].nunique() == int(_cfg().epochs)).all()  # traced once per epoch
 
 
-def test_over_seeds_takes_the_larger_of_seed_spread_and_run_error():
-    from psftlib.report.findings import Estimate, over_seeds
-
-    one = Estimate(0.5, 0.01)
-    assert over_seeds([one]) is one
-    spread = over_seeds([Estimate(0.1, 0.01), Estimate(0.2, 0.01), Estimate(0.3, 0.01)])
-    assert spread.value == pytest.approx(0.2) and spread.se == pytest.approx(0.1 / 3**0.5)
-    tight = over_seeds([Estimate(0.2, 0.06), Estimate(0.2, 0.06)])
-    assert tight.se == pytest.approx((2 * 0.06**2) ** 0.5 / 2)  # identical seeds: the runs' own error remains
-
-
 @pytest.mark.parametrize("refresh_batch_size", [None, 64])
 def test_old_policy_runs_in_the_training_precision(tiny_model_and_examples, refresh_batch_size):
     """At unchanged weights r = 1 up to bf16 rounding when the refresh and the training forward share the autocast

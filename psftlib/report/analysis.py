@@ -130,7 +130,11 @@ def describe(x: Any) -> str:
 
 
 def run_summary(profile: Any, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, Any]:
-    """One row describing a finished run: its settings, final scores, last-epoch NLLs/entropy, clipping, sawtooth."""
+    """One row describing a finished run: its settings, final scores, last-epoch NLLs/entropy, clipping, sawtooth.
+
+    ``clip_fraction_high``: the share of trained tokens clipped (r > 1 + eps_high), mean over the steps;
+    ``ratio_below_low_fraction``: the share with r < 1 - eps_low, which PSFT (A = 1) does not clip: they keep their
+    gradient. Both 0 for objectives without a ratio."""
     domains = domains_of(profile)
     if run == "base":
         scores = final_scores(profile.name, run, task_sets, root)
@@ -140,9 +144,11 @@ def run_summary(profile: Any, run: str, task_sets: list[str], root: Path = ROOT)
     evals = read_jsonl_frame(run_dir(profile.name, run, root) / "eval.jsonl")
     epochs = per_epoch(metrics, evals)
     last = epochs.iloc[-1]
-    clip = metrics.get("clip_fraction_high", pd.Series([0.0])) + metrics.get(
-        "clip_fraction_low", pd.Series([0.0])
-    )
+    # only r > 1 + eps_high is clipped (A = 1: the max of the clipped and unclipped terms takes the clipped one and
+    # its gradient is 0); r < 1 - eps_low is not (the unclipped term is larger and keeps its gradient), so it is
+    # reported as its own column, never added into the clip fraction
+    clip_high = metrics.get("clip_fraction_high", pd.Series([0.0]))
+    ratio_below = metrics.get("clip_fraction_low", pd.Series([0.0]))
     scores = final_scores(profile.name, run, task_sets, root)
     return {
         "run": run, "objective": cfg.objective, "lr": cfg.lr, "steps_per_train_batch": cfg.steps_per_train_batch,
@@ -150,7 +156,7 @@ def run_summary(profile: Any, run: str, task_sets: list[str], root: Path = ROOT)
         "train_nll": last.get("eval_train_nll"), "heldout_nll": last.get("eval_heldout_nll"),
         "nll_gap": last.get("eval_heldout_nll", np.nan) - last.get("eval_train_nll", np.nan),
         "heldout_entropy": last.get("eval_heldout_entropy"), "entropy": last.get("entropy"),
-        "clip_fraction": float(clip.mean()),
+        "clip_fraction_high": float(clip_high.mean()), "ratio_below_low_fraction": float(ratio_below.mean()),
         "boundary_share_nll": boundary_share(metrics, "nll"), "boundary_share_entropy": boundary_share(metrics, "entropy"),
     }  # fmt: skip
 

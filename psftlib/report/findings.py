@@ -1,21 +1,25 @@
-"""The paper's findings as measurable tests on this run's outputs, each with a verdict.
+"""The paper's findings as measurable tests on this run's outputs, each with a verdict a statistician would sign.
 
-Every finding is a claim quoted from the paper, a test written as code (``Test.fn``), the numbers it used, and a
-verdict: **holds**, **does not hold**, **within noise**, or **not run** (a run it needs is not in the profile).
+Every finding is a claim from the paper, a test written as code (``Finding.fn``), the numbers it used (means with
+95 % t intervals, the difference with its interval), the test's statistic, degrees of freedom and p-value, an
+equivalence bound, the seeds behind each run, and a verdict: **holds**, **does not hold**, **equivalent within
+±δ**, **inconclusive**, or **not run** (a run it needs is not in the profile).
 
-Noise rule (stated once, applied to every comparison): a difference ``a - b`` counts only beyond two standard
-errors of it (``sqrt(se_a**2 + se_b**2)``). For one run, the standard error of a final score comes from the eval
-harness (avg@k over problems, combined over the tasks of a domain) and that of a training quantity from the
-spread of the last epoch's per-train-batch values. For a run the profile repeats over seeds (``seed_replicates``:
-the run and its ``<run>_seed<k>`` copies), the estimate is the mean over the seeds and its standard error the
-larger of the seed-to-seed one (``std(ddof=1) / sqrt(n_seeds)``) and the single-run one averaged over seeds
-(``sqrt(sum se_i**2) / n_seeds``), so a verdict of *holds* needs the effect to exceed the seed spread. Runs the
-profile does not repeat carry no seed variation in their errors, which the findings table says per row.
+Variance: training seeds. A run the profile repeats (``seed_replicates``) gives one value per seed, and two such runs
+are compared by Welch's t test. A run with one seed has no variance of its own: its seed variance is the pooled
+seed variance of the replicated runs (every run of ``seed_replicates`` with 2+ finished seeds; the row names them).
+Scores are the mean avg@k over a domain's tasks on fixed evaluation problems; the inference is over seeds with the
+problems held fixed. Where no replicated measure exists (a trend within a run, DPO's per-batch log-probabilities,
+the clipped tokens), the row says which noise it uses instead.
+
+Multiple comparisons: the rows of this table are one family for the difference tests and one for the equivalence
+tests; each is Holm-adjusted (family-wise error 5 %), and verdicts use the adjusted p-values
+(``psftlib/report/stats.py``). Rows placed above the paper's findings (``LEAD_FINDINGS``: the learning-rate
+frontier) carry their own tests and adjustment.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,264 +29,336 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from psftlib.config import ConfigError, load_profile, replicates
-from psftlib.layout import ROOT, Layout
-from psftlib.report.analysis import (
-    boundary_share,
-    clipped_token_stats,
-    curves,
-    per_train_batch,
-    reflective_share,
-    run_dir,
-    run_metrics,
+from psftlib.layout import ROOT
+from psftlib.report.analysis import clipped_token_stats, curves, run_dir
+from psftlib.report.findings_data import (
+    FLUCTUATION_DELTA,
+    RATIO_FACTOR,
+    SCORE_DELTA,
+    Runs,
+    boundary_drops,
+    excess_variation,
+    grad_norm_stat,
+    sawtooth_excess,
+)
+from psftlib.report.stats import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_RUN,
+    Test,
+    binomial_enrichment,
+    decide,
+    paired_test,
+    slope_difference,
 )
 from psftlib.worlds.small import REFLECTIVE
 
-HOLDS, FAILS, NOISE, NOT_RUN = "holds", "does not hold", "within noise", "not run"
-
-
-@dataclass
-class Estimate:
-    value: float
-    se: float
-
-    def __sub__(self, other: Estimate) -> Estimate:
-        return Estimate(self.value - other.value, math.hypot(self.se, other.se))
-
-    def __str__(self) -> str:
-        return f"{self.value:.3f} ± {self.se:.3f}"
-
-
-def verdict(diff: Estimate, at_least: bool = False) -> str:
-    """``diff > 0`` beyond 2 se: holds; below -2 se: does not hold; else within noise (``at_least``: a claim of
-    "matches or surpasses" holds unless significantly below)."""
-    if diff.value > 2 * diff.se:
-        return HOLDS
-    if diff.value < -2 * diff.se:
-        return FAILS
-    return HOLDS if at_least else NOISE
-
-
-def over_seeds(estimates: list[Estimate]) -> Estimate:
-    """Mean of per-seed estimates; se = max(seed-to-seed se, the per-seed errors averaged) (module docstring)."""
-    n = len(estimates)
-    if n == 1:
-        return estimates[0]
-    values = np.array([e.value for e in estimates])
-    seed_se = float(values.std(ddof=1) / math.sqrt(n))
-    run_se = math.sqrt(sum(e.se**2 for e in estimates)) / n
-    return Estimate(float(values.mean()), max(seed_se, run_se))
-
-
-class Runs:
-    """Lazy access to a profile's finished runs; a run the profile repeats over seeds is read as their mean."""
-
-    def __init__(self, profile: str, root: Path = ROOT):
-        self.profile, self.root = profile, root
-        try:
-            self._profile = load_profile(profile)
-        except ConfigError:  # a results tree without its config (tests): no replicates known
-            self._profile = None
-        self.seeds_used: dict[str, int] = {}
-
-    def replicates(self, run: str) -> list[str]:
-        """``run`` and those of its seed replicates that have finished."""
-        names = [run] if self._profile is None else replicates(self._profile, run)
-        done = [r for r in names if self._has_eval(r)] or [run]
-        self.seeds_used[run] = len(done)
-        return done
-
-    def _has_eval(self, run: str) -> bool:
-        return Layout(self.profile, self.root).eval(run, "in_domain").exists()
-
-    def exists(self, *runs: str) -> bool:
-        return all(self._has_eval(r) for r in runs)
-
-    def score(self, run: str, domain: str, tasks: tuple[str, ...] = ()) -> Estimate:
-        """Mean avg@k over a domain's tasks (or the given ones) with its standard error, over seeds."""
-        return over_seeds([self._score(r, domain, tasks) for r in self.replicates(run)])
-
-    def _score(self, run: str, domain: str, tasks: tuple[str, ...] = ()) -> Estimate:
-        path = Layout(self.profile, self.root).eval(run, domain)
-        scores = json.loads(path.read_text())["scores"]
-        keep = [t for t in scores if not tasks or t in tasks]
-        values = [scores[t]["avg_at_k"] for t in keep]
-        ses = [scores[t].get("avg_at_k_stderr", 0.0) or 0.0 for t in keep]
-        return Estimate(float(np.mean(values)), float(math.sqrt(sum(s * s for s in ses)) / len(ses)))
-
-    def last_epoch(self, run: str, column: str) -> Estimate:
-        """Mean of ``column`` over the last epoch's train batches, with its standard error, over seeds."""
-        return over_seeds([self._last_epoch(r, column) for r in self.replicates(run)])
-
-    def _last_epoch(self, run: str, column: str) -> Estimate:
-        m = per_train_batch(run_metrics(self.profile, run, self.root), [column])
-        last = m[m["epoch"] == m["epoch"].max()][column]
-        return Estimate(
-            float(last.mean()), float(last.std(ddof=1) / math.sqrt(len(last))) if len(last) > 1 else 0.0
-        )
-
-    def sawtooth(self, run: str, column: str) -> float:
-        """Share of the net drop of ``column`` that happens at epoch boundaries, mean over seeds."""
-        return float(np.mean([
-            boundary_share(run_metrics(self.profile, r, self.root), column)
-            for r in self.replicates(run)
-        ]))  # fmt: skip
+VERDICTS = (HOLDS, FAILS, "equivalent within", INCONCLUSIVE, NOT_RUN)  # every row's verdict starts with one
+LOG2 = math.log(RATIO_FACTOR)
 
 
 @dataclass
 class Finding:
     id: str
     claim: str  # the paper's words (shortened)
-    test: str  # what is measured, in words; the code is ``fn``
+    test: str  # what is measured and how it is tested, in words; the code is ``fn``
     needs: tuple[str, ...]
-    fn: Callable[[Runs], tuple[str, str]]  # -> (numbers, verdict)
+    fn: Callable[[Runs], Test]
 
 
-def _entropy_kept(r: Runs) -> tuple[str, str]:
-    p, s = r.last_epoch("psft", "entropy"), r.last_epoch("sft", "entropy")
-    return f"PSFT {p}, SFT {s}", verdict(p - s)
+# ---- the hook for findings placed above the paper's (the lead's learning-rate frontier) ----
+def _frontier_rows(profile: str, root: Path) -> list[dict[str, Any]]:
+    """The frontier's rows; one *not run* row naming the first missing output while its runs are unfinished (the
+    pipeline's findings rule waits for them; a notebook run by hand may not)."""
+    from psftlib.report.frontier import frontier_findings
+
+    try:
+        return frontier_findings(profile, root)
+    except FileNotFoundError as err:
+        return [{"id": "frontier", "claim": "PSFT keeps more out-of-domain skill at equal in-domain gain",
+                 "test": "psftlib/report/frontier.py", "numbers": f"not all runs finished: {err}", "seeds": "-",
+                 "verdict": NOT_RUN}]  # fmt: skip
 
 
-def _sawtooth(r: Runs) -> tuple[str, str]:
-    s, p = r.sawtooth("sft", "entropy"), r.sawtooth("psft", "entropy")
-    if not (np.isfinite(s) and np.isfinite(p)):
-        return f"SFT {s:.3f}, PSFT {p:.3f} (no net drop in one of them)", NOISE
-    return f"boundary share of the entropy drop: SFT {s:.3f}, PSFT {p:.3f}", HOLDS if s > p + 0.1 else (
-        FAILS if p > s + 0.1 else NOISE)  # fmt: skip
+# Functions (profile, root) -> rows (``id, claim, test, numbers, seeds, verdict``, optionally ``statistic`` and
+# ``equivalence``) whose rows come first in the findings, each with its own tests and multiple-comparison family.
+LEAD_FINDINGS: list[Callable[[str, Path], list[dict[str, Any]]]] = [_frontier_rows]
 
 
-def _in_domain_match(r: Runs) -> tuple[str, str]:
-    p, s = r.score("psft", "in_domain"), r.score("sft", "in_domain")
-    return f"in-domain PSFT {p}, SFT {s}", verdict(p - s, at_least=True)
+# ---- tests ----
+def _domain(domain: str, a: str, b: str, kind: str = "greater") -> Callable[[Runs], Test]:
+    def fn(r: Runs) -> Test:
+        return r.compare(a, b, lambda x: r.score(x, domain), delta=SCORE_DELTA, kind=kind)
+
+    return fn
 
 
-def _warmup_beats_sft(r: Runs) -> tuple[str, str]:
-    w, s = r.score("psft_warmup24", "in_domain"), r.score("sft", "in_domain")
-    return f"in-domain PSFT+warm-up(24) {w}, SFT {s}", verdict(w - s)
+def _instruction(a: str, b: str) -> Callable[[Runs], Test]:
+    def fn(r: Runs) -> Test:
+        task_set, tasks = r.instruction_task()
+        t = r.compare(a, b, lambda x: r.score(x, task_set, tasks), delta=SCORE_DELTA)
+        t.note = f"tasks {', '.join(tasks)}"
+        return t
+
+    return fn
 
 
-def _longer_warmup(r: Runs) -> tuple[str, str]:
-    a, b = r.score("psft_warmup24", "in_domain"), r.score("psft_warmup12", "in_domain")
-    return f"in-domain warm-up 24 {a}, warm-up 12 {b}", verdict(a - b)
+def _entropy_kept(r: Runs) -> Test:
+    return r.compare("psft", "sft", lambda x: r.last_epoch(x, "entropy"), delta=r.entropy_delta())
 
 
-def _ood(r: Runs) -> tuple[str, str]:
-    p, s = r.score("psft", "out_of_domain"), r.score("sft", "out_of_domain")
-    return f"out-of-domain PSFT {p}, SFT {s}", verdict(p - s)
-
-
-def _ifeval(r: Runs) -> tuple[str, str]:
-    p, s = (r.score(x, "out_of_domain", ("world_skill_format",)) for x in ("psft", "sft"))
-    return f"format following PSFT {p}, SFT {s}", verdict(p - s)
-
-
-def _fluctuation(r: Runs) -> tuple[str, str]:
-    tv = {}
-    for run in ("psft", "sft"):
-        per_seed = [curves(r.profile, x, r.root)["out_of_domain"].to_numpy() for x in r.replicates(run)]
-        tv[run] = float(np.mean([np.abs(np.diff(c)).sum() for c in per_seed]))
-    verdict_ = (
-        NOISE
-        if math.isclose(tv["psft"], tv["sft"], abs_tol=1e-9)
-        else HOLDS
-        if tv["psft"] < tv["sft"]
-        else FAILS
+def _sawtooth(r: Runs) -> Test:
+    n_boundaries = len(boundary_drops(r.metrics("sft"), "entropy")[0])
+    t = r.compare(
+        "sft", "psft", lambda x: sawtooth_excess(r.metrics(x)), delta=r.entropy_delta() / max(1, n_boundaries)
     )
-    return f"total variation of the OOD curve: PSFT {tv['psft']:.3f}, SFT {tv['sft']:.3f}", verdict_
+    drops = {
+        x: np.concatenate([boundary_drops(r.metrics(s), "entropy")[0] for s in r.seeds(x)])
+        for x in ("sft", "psft")
+    }
+    drops = {x: d for x, d in drops.items() if len(d) > 1}
+    t.note = "mean boundary drop (nats): " + ", ".join(f"{x} {d.mean():.4f} (sd {d.std(ddof=1):.4f}, n {len(d)})"
+                                                      for x, d in drops.items())  # fmt: skip
+    return t
 
 
-def _clipping_not_step_size(r: Runs) -> tuple[str, str]:
-    p, c = r.score("psft", "out_of_domain"), r.score("sft_as_psft", "out_of_domain")
-    pe, ce = r.last_epoch("psft", "entropy"), r.last_epoch("sft_as_psft", "entropy")
-    v = verdict(p - c) if verdict(p - c) != NOISE else verdict(pe - ce)
-    return f"OOD PSFT {p} vs SFT at PSFT's steps and lr {c}; entropy {pe} vs {ce}", v
+def _fluctuation(r: Runs) -> Test:
+    def measure(x: str) -> float:
+        return excess_variation(curves(r.profile, x, r.root)["out_of_domain"].to_numpy())
+
+    t = r.compare("sft", "psft", measure, delta=FLUCTUATION_DELTA)
+    points = curves(r.profile, "psft", r.root)
+    t.note = f"{len(points)} evaluation points per curve"
+    return t
 
 
-def _clipped_reflective(r: Runs) -> tuple[str, str]:
-    path = run_dir(r.profile, "psft", r.root) / "tokens.parquet"
-    if not path.exists():
-        return "psft ran without token telemetry (token_sample_rate 0)", NOT_RUN
-    share = reflective_share(clipped_token_stats(pd.read_parquet(path)), REFLECTIVE)
-    over = share["reflective_share_of_clipped"] / share["reflective_share_of_trained"]
-    numbers = "; ".join(f"{ph}: {row.reflective_share_of_clipped:.3f} of clipped vs {row.reflective_share_of_trained:.3f}"
-                        f" of trained ({int(row.clipped_tokens)} clips)" for ph, row in share.iterrows())  # fmt: skip
-    return numbers, HOLDS if (over > 2).sum() >= 2 else (FAILS if (over < 1).all() else NOISE)
-
-
-def _noclip_grad_norm(r: Runs) -> tuple[str, str]:
-    n, p = r.last_epoch("psft_noclip", "grad_norm"), r.last_epoch("psft", "grad_norm")
-    return f"grad norm, last epoch: no clip {n}, eps_high 0.28 {p}", verdict(n - p)
-
-
-def _in_domain_gt(a: str, b: str) -> Callable[[Runs], tuple[str, str]]:
-    def fn(r: Runs) -> tuple[str, str]:
-        x, y = r.score(a, "in_domain"), r.score(b, "in_domain")
-        return f"in-domain {a} {x}, {b} {y}", verdict(x - y)
+def _control(column: str) -> Callable[[Runs], Test]:
+    def fn(r: Runs) -> Test:
+        if column == "out_of_domain":
+            return r.compare("psft", "sft_as_psft", lambda x: r.score(x, column), delta=SCORE_DELTA)
+        return r.compare("psft", "sft_as_psft", lambda x: r.last_epoch(x, column), delta=r.entropy_delta())
 
     return fn
 
 
-def _posttrain(stage: str, domain: str) -> Callable[[Runs], tuple[str, str]]:
-    def fn(r: Runs) -> tuple[str, str]:
-        p, s = r.score(f"psft+{stage}", domain), r.score(f"sft+{stage}", domain)
-        return f"{domain} PSFT+{stage.upper()} {p}, SFT+{stage.upper()} {s}", verdict(p - s)
+def _clipped_reflective(r: Runs) -> Test:
+    """Reflective words among PSFT's clipped tokens against their share among its trained (sampled) tokens, strata
+    seed x phase; the expected share is the clipped-count-weighted trained share (independence within strata)."""
+    k = n = expected = 0.0
+    phases: dict[str, list[float]] = {}
+    for seed_run in r.seeds("psft"):
+        path = run_dir(r.profile, seed_run, r.root) / "tokens.parquet"
+        if not path.exists():
+            continue
+        stats_ = clipped_token_stats(pd.read_parquet(path))
+        for phase, g in stats_.groupby("phase", observed=True):
+            is_w = g["token_text"].isin(REFLECTIVE)
+            clipped, reflective = float(g["clipped"].sum()), float(g.loc[is_w, "clipped"].sum())
+            share = g.loc[is_w, "trained"].sum() / max(1, g["trained"].sum())
+            k, n, expected = k + reflective, n + clipped, expected + clipped * share
+            acc = phases.setdefault(str(phase), [0.0, 0.0, 0.0])
+            acc[0], acc[1], acc[2] = acc[0] + reflective, acc[1] + clipped, acc[2] + clipped * share
+    t = binomial_enrichment(
+        int(k), int(n), expected / n if n else 0.0, factor=RATIO_FACTOR, label="reflective share of clipped"
+    )
+    t.note = "per phase, reflective of clipped (expected): " + ", ".join(
+        f"{ph} {int(a)}/{int(b)} ({c:.1f})" for ph, (a, b, c) in phases.items())  # fmt: skip
+    return t
+
+
+def _grad_norm(phase: str) -> Callable[[Runs], Test]:
+    def fn(r: Runs) -> Test:
+        def measure(stat: str) -> Callable[[str], float]:
+            return lambda x: grad_norm_stat(r.metrics(x), phase, stat)
+
+        tests = {
+            s: r.compare("psft_noclip", "psft", measure(s), delta=LOG2, log=True)
+            for s in ("mean", "p99", "max")
+        }
+        t = tests["mean"]
+        t.note = "; ".join(f"{s}: ratio {math.exp(x.estimate):.3g} (95 % CI {math.exp(x.ci[0]):.3g}.."
+                           f"{math.exp(x.ci[1]):.3g}), p = {x.p:.2g} unadjusted (descriptive)"
+                           for s, x in tests.items() if s != "mean")  # fmt: skip
+        return t
 
     return fn
+
+
+def _post_gain(
+    stage: str, domain: str, tasks: Callable[[Runs], tuple[str, tuple[str, ...]]] | None = None
+) -> Callable[[Runs], Test]:
+    """The change of a score over post-training ``stage`` (final of ``<cold>+<stage>`` minus final of ``<cold>``),
+    PSFT cold start against SFT's; the seed variance of each post-trained run is the pool's."""
+
+    def fn(r: Runs) -> Test:
+        task_set, which = tasks(r) if tasks else (domain, ())
+
+        def score(x: str) -> float:
+            return r.score(x, task_set, which)
+
+        gains = [[score(f"{c}+{stage}") - score(c)] for c in ("psft", "sft")]
+        r.seeds(f"psft+{stage}"), r.seeds(f"sft+{stage}")
+        pool = [[score(x) for x in g] for g in r.replicated()]
+        return r.seed_test(*gains, pool, delta=SCORE_DELTA, labels=("PSFT gain", "SFT gain"))
+
+    return fn
+
+
+def _instruction_set(r: Runs) -> tuple[str, tuple[str, ...]]:
+    return r.instruction_task()
+
+
+def _grpo_entropy(r: Runs) -> Test:
+    values = [[float(r.metrics(f"{c}+grpo")["entropy"].mean())] for c in ("psft", "sft")]
+    r.seeds("psft+grpo"), r.seeds("sft+grpo")
+    pool = [[r.last_epoch(x, "entropy") for x in g] for g in r.replicated()]
+    t = r.seed_test(*values, pool, delta=r.entropy_delta(), labels=("PSFT+GRPO", "SFT+GRPO"))
+    t.note = "seed variance: the replicated SFT runs' last-epoch entropy (no GRPO run is replicated)"
+    return t
+
+
+def _grpo_entropy_slope(r: Runs) -> Test:
+    frames = []
+    for c in ("psft", "sft"):
+        r.seeds(f"{c}+grpo")
+        m = r.metrics(f"{c}+grpo")
+        frames.append(pd.DataFrame({"x": m["step"], "y": m["entropy"], "g": f"{c.upper()}+GRPO"}))
+    data = pd.concat(frames, ignore_index=True).dropna()
+    steps = float(data["x"].max())
+    t = slope_difference(data, delta=r.entropy_delta() / steps, labels=("PSFT+GRPO", "SFT+GRPO"))
+    t.note = "entropy per GRPO step; noise: each run's scatter around its trend (one seed each)"
+    return t
+
+
+def _dpo_gap(r: Runs) -> Test:
+    """log p(chosen) - log p(rejected) per DPO batch (the same batches for both runs), SFT cold start minus PSFT's."""
+    gap = {c: r.metrics(f"{c}+dpo").eval("logp_chosen - logp_rejected").to_numpy() for c in ("sft", "psft")}
+    r.seeds("sft+dpo"), r.seeds("psft+dpo")
+    t = paired_test(gap["sft"], gap["psft"], delta=LOG2, labels=("SFT+DPO", "PSFT+DPO"))
+    t.note = "nats per sequence, mean over DPO's batches; noise: batch to batch (no replicated DPO run)"
+    return t
 
 
 FINDINGS = [
-    Finding("4.1.1-1a", "PSFT avoids entropy collapse", "mean token entropy over the last epoch: PSFT > SFT",
+    Finding("4.1.1-1a", "PSFT avoids entropy collapse", "mean token entropy over the last epoch, PSFT > SFT (Welch t over seeds)",
             ("psft", "sft"), _entropy_kept),
     Finding("4.1.1-1b", "for SFT, entropy shows a marked decline after each epoch (sawtooth); PSFT is smoother",
-            "share of the entropy drop at epoch boundaries: SFT > PSFT + 0.1", ("psft", "sft"), _sawtooth),
+            "excess epoch-boundary drop of the entropy (mean drop across a boundary minus mean drop between train "
+            "batches inside an epoch, nats), SFT > PSFT", ("psft", "sft"), _sawtooth),
     Finding("4.1.1-2", "PSFT matches or surpasses in-domain performance of SFT",
-            "final in-domain avg@k: PSFT >= SFT - 2 se", ("psft", "sft"), _in_domain_match),
-    Finding("4.1.1-3a", "PSFT with warm-up surpasses standard SFT", "final in-domain: PSFT+warm-up(24) > SFT",
-            ("psft_warmup24", "sft"), _warmup_beats_sft),
+            "final in-domain avg@k, PSFT >= SFT - δ (non-inferiority)", ("psft", "sft"), _domain("in_domain", "psft", "sft", "at_least")),
+    Finding("4.1.1-3a", "PSFT with warm-up surpasses standard SFT", "final in-domain, PSFT+warm-up(24) > SFT",
+            ("psft_warmup24", "sft"), _domain("in_domain", "psft_warmup24", "sft")),
     Finding("4.1.1-3b", "longer warm-up periods yield greater in-domain gains",
-            "final in-domain: warm-up 24 > warm-up 12 train batches", ("psft_warmup24", "psft_warmup12"),
-            _longer_warmup),
+            "final in-domain, warm-up 24 > warm-up 12 train batches", ("psft_warmup24", "psft_warmup12"),
+            _domain("in_domain", "psft_warmup24", "psft_warmup12")),
     Finding("4.1.1-4", "PSFT avoids large fluctuations in out-of-domain performance",
-            "total variation of the out-of-domain curve: PSFT < SFT", ("psft", "sft"), _fluctuation),
-    Finding("4.1.2-2a", "PSFT generalizes better than SFT out of domain", "final out-of-domain mean: PSFT > SFT",
-            ("psft", "sft"), _ood),
+            "excess total variation of the in-training out-of-domain curve (net change removed), SFT > PSFT",
+            ("psft", "sft"), _fluctuation),
+    Finding("4.1.2-2a", "PSFT generalizes better than SFT out of domain", "final out-of-domain mean, PSFT > SFT",
+            ("psft", "sft"), _domain("out_of_domain", "psft", "sft")),
     Finding("4.1.2-2b", "SFT degrades instruction following (IFEval); PSFT compromises it minimally",
-            "final format-following score: PSFT > SFT", ("psft", "sft"), _ifeval),
-    Finding("control", "(ours) the effect is clipping, not PSFT's smaller steps",
-            "PSFT vs SFT run with PSFT's step structure and lr: OOD (then entropy) PSFT > control",
-            ("psft", "sft_as_psft"), _clipping_not_step_size),
+            "final instruction-following score, PSFT > SFT", ("psft", "sft"), _instruction("psft", "sft")),
+    Finding("control-a", "(ours) the out-of-domain effect is clipping, not PSFT's smaller steps",
+            "final out-of-domain, PSFT > SFT run with PSFT's step structure and lr", ("psft", "sft_as_psft"),
+            _control("out_of_domain")),
+    Finding("control-b", "(ours) the entropy effect is clipping, not PSFT's smaller steps",
+            "last-epoch entropy, PSFT > SFT run with PSFT's step structure and lr", ("psft", "sft_as_psft"),
+            _control("entropy")),
     Finding("5.1", "the clipped tokens are mostly thinking-pattern words (wait, alternatively, ...)",
-            "share of reflective words among PSFT's clipped tokens > 2x their share among trained tokens, in at least "
-            "2 of the 3 phases (early / middle / late)", ("psft",), _clipped_reflective),
+            "share of reflective words among PSFT's clipped tokens > their share among its trained tokens (exact "
+            "binomial, all seeds and phases; the expected share weights each seed x phase by its clips)",
+            ("psft",), _clipped_reflective),
     Finding("5.2", "PSFT without clipping suffers from large, unstable gradient norms",
-            "mean gradient norm over the last epoch: no clip > eps_high 0.28", ("psft_noclip", "psft"), _noclip_grad_norm),
+            "mean gradient norm over the whole run, no clip > eps_high 0.28 (log ratio; p99, max reported)",
+            ("psft_noclip", "psft"), _grad_norm("all")),
+    Finding("5.2-early", "(5.2 in the first epoch)", "as 5.2, first epoch only", ("psft_noclip", "psft"), _grad_norm("early")),
+    Finding("5.2-late", "(5.2 in the last epoch)", "as 5.2, last epoch only", ("psft_noclip", "psft"), _grad_norm("late")),
     Finding("5.3a", "updating the old policy is essential: a fixed reference (no updates) performs poorly",
-            "final in-domain: refresh every train batch > never", ("psft", "psft_refresh_never"),
-            _in_domain_gt("psft", "psft_refresh_never")),
+            "final in-domain, refresh every train batch > never", ("psft", "psft_refresh_never"),
+            _domain("in_domain", "psft", "psft_refresh_never")),
     Finding("5.3b", "frequent updates (every 4 steps) deliver substantial in-domain gains",
-            "final in-domain: refresh every 4 mini batches > every 8 (each train batch)", ("psft_refresh4", "psft"),
-            _in_domain_gt("psft_refresh4", "psft")),
-    Finding("4.2-3", "PSFT achieves better in-domain performance after RL", "final in-domain: PSFT+GRPO > SFT+GRPO",
-            ("psft+grpo", "sft+grpo"), _posttrain("grpo", "in_domain")),
-    Finding("4.2-4", "PSFT outperforms SFT out of domain after RL", "final out-of-domain: PSFT+GRPO > SFT+GRPO",
-            ("psft+grpo", "sft+grpo"), _posttrain("grpo", "out_of_domain")),
-    Finding("4.3-3", "PSFT reduces the alignment tax", "final out-of-domain after DPO: PSFT+DPO > SFT+DPO",
-            ("psft+dpo", "sft+dpo"), _posttrain("dpo", "out_of_domain")),
+            "final in-domain, refresh every 4 mini batches > every 8 (each train batch)", ("psft_refresh4", "psft"),
+            _domain("in_domain", "psft_refresh4", "psft")),
+    Finding("4.2-1a", "PSFT leaves much room for RL: higher entropy throughout GRPO",
+            "mean policy entropy over the GRPO steps, PSFT cold start > SFT's", ("psft+grpo", "sft+grpo"), _grpo_entropy),
+    Finding("4.2-1b", "... with a steeper increase", "linear trend of the entropy over GRPO steps, PSFT cold start > "
+            "SFT's (OLS interaction)", ("psft+grpo", "sft+grpo"), _grpo_entropy_slope),
+    Finding("4.2-2", "PSFT shows slow start and rapid catch-up in RL",
+            "in-domain gain over GRPO (final after minus before), PSFT cold start > SFT's",
+            ("psft+grpo", "sft+grpo", "psft", "sft"), _post_gain("grpo", "in_domain")),
+    Finding("4.2-3", "PSFT achieves better in-domain performance after RL", "final in-domain, PSFT+GRPO > SFT+GRPO",
+            ("psft+grpo", "sft+grpo"), _domain("in_domain", "psft+grpo", "sft+grpo")),
+    Finding("4.2-4", "PSFT outperforms SFT out of domain after RL", "final out-of-domain, PSFT+GRPO > SFT+GRPO",
+            ("psft+grpo", "sft+grpo"), _domain("out_of_domain", "psft+grpo", "sft+grpo")),
+    Finding("4.3-1a", "PSFT enables DPO for alignment: it performs even better during DPO",
+            "final alignment (instruction following) after DPO, PSFT+DPO > SFT+DPO", ("psft+dpo", "sft+dpo"),
+            _instruction("psft+dpo", "sft+dpo")),
+    Finding("4.3-1b", "PSFT provides a strong starting point, DPO unlocking further gains",
+            "alignment gain over DPO (final after minus before), PSFT cold start > SFT's",
+            ("psft+dpo", "sft+dpo", "psft", "sft"), _post_gain("dpo", "", _instruction_set)),
+    Finding("4.3-2", "after SFT the chosen answers are near certain and the rejected rare; PSFT exploits both",
+            "gap log p(chosen) - log p(rejected) on DPO's batches, SFT cold start > PSFT's (paired t over batches)",
+            ("psft+dpo", "sft+dpo"), _dpo_gap),
+    Finding("4.3-3", "PSFT reduces the alignment tax", "final out-of-domain after DPO, PSFT+DPO > SFT+DPO",
+            ("psft+dpo", "sft+dpo"), _domain("out_of_domain", "psft+dpo", "sft+dpo")),
+    Finding("T7a", "training on the high-entropy tokens only keeps in-domain performance (Table 7)",
+            "final in-domain, PSFT on the top 20 % entropy tokens = PSFT (equivalence)",
+            ("psft_entropy0.2", "psft"), _domain("in_domain", "psft_entropy0.2", "psft", "equivalent")),
+    Finding("T7b", "this sparse update may contribute to more robust generalization (Table 7)",
+            "final out-of-domain, PSFT on the top 20 % entropy tokens > PSFT", ("psft_entropy0.2", "psft"),
+            _domain("out_of_domain", "psft_entropy0.2", "psft")),
+    Finding("T9a", "iw-SFT trains like PSFT, but PSFT ends better (Table 9)", "final in-domain, PSFT > iw-SFT",
+            ("psft", "iw_sft"), _domain("in_domain", "psft", "iw_sft")),
+    Finding("T9b", "(Table 9, out of domain)", "final out-of-domain, PSFT > iw-SFT", ("psft", "iw_sft"),
+            _domain("out_of_domain", "psft", "iw_sft")),
+    Finding("T9c", "DFT yields poor performance (Table 9)", "final in-domain, PSFT > DFT", ("psft", "dft"),
+            _domain("in_domain", "psft", "dft")),
+    Finding("T9d", "(Table 9, out of domain)", "final out-of-domain, PSFT > DFT", ("psft", "dft"),
+            _domain("out_of_domain", "psft", "dft")),
+    Finding("T10a", "PSFT still achieves stable performance at a larger learning rate (Table 10)",
+            "final out-of-domain, PSFT at 2x its lr = PSFT (equivalence)", ("psft_lr3e-5", "psft"),
+            _domain("out_of_domain", "psft_lr3e-5", "psft", "equivalent")),
+    Finding("T10b", "PSFT keeps IFEval above SFT at the other learning rate (Table 10; the paper's SFT point is at a "
+            "smaller lr, ours at 2x)", "final instruction-following, PSFT at 2x its lr > SFT at 2x its lr",
+            ("psft_lr3e-5", "sft_lr6e-4"), _instruction("psft_lr3e-5", "sft_lr6e-4")),
 ]  # fmt: skip
 
 
-def evaluate_findings(profile: str, root: Path = ROOT) -> list[dict[str, Any]]:
-    """One row per finding: id, claim, test, numbers, verdict."""
+def _seeds_column(runs: Runs) -> str:
+    used = ", ".join(f"{run} {n}" for run, n in runs.seeds_used.items()) or "-"
+    if runs.pooled_from:
+        used += f"; seed variance pooled from {', '.join(runs.pooled_from)}"
+    return used
+
+
+def evaluate_paper_findings(profile: str, root: Path = ROOT) -> list[dict[str, Any]]:
+    """One row per finding of :data:`FINDINGS`: id, claim, test, numbers, statistic, equivalence, method, seeds,
+    verdict (Holm-adjusted over the rows, :func:`psftlib.report.stats.decide`)."""
     runs = Runs(profile, root)
-    rows = []
+    rows, tests = [], []
     for f in FINDINGS:
-        runs.seeds_used = {}
-        if not runs.exists(*f.needs):
-            numbers, v = f"needs runs {', '.join(f.needs)}", NOT_RUN
-        else:
-            numbers, v = f.fn(runs)
-        seeds = ", ".join(f"{run} {n}" for run, n in runs.seeds_used.items()) or "-"
+        runs.seeds_used, runs.pooled_from = {}, []
+        test = None
+        if runs.exists(*f.needs):
+            test = f.fn(runs)
+        tests.append(test)
         rows.append(
-            {"id": f.id, "claim": f.claim, "test": f.test, "numbers": numbers, "seeds": seeds, "verdict": v}
+            {"id": f.id, "claim": f.claim, "test": f.test, "seeds": _seeds_column(runs), "needs": f.needs}
         )
+    for row, test in zip(rows, decide(tests), strict=True):
+        needs = row.pop("needs")
+        if test is None:
+            row.update(numbers=f"needs runs {', '.join(needs)}", statistic="—", equivalence="—", method="—",
+                       verdict=NOT_RUN)  # fmt: skip
+        else:
+            row.update(numbers=test.describe(), statistic=test.statistic(), equivalence=test.equivalence(),
+                       method=test.method, verdict=test.verdict)  # fmt: skip
     return rows
+
+
+def evaluate_findings(profile: str, root: Path = ROOT) -> list[dict[str, Any]]:
+    """The rows of every function in :data:`LEAD_FINDINGS` first (the frontier), then the paper's findings."""
+    lead = [row for fn in LEAD_FINDINGS for row in fn(profile, root)]
+    return [*lead, *evaluate_paper_findings(profile, root)]
