@@ -13,19 +13,26 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
 from snakemake.exceptions import WorkflowError
 
 from psftlib.artifacts import present
-from psftlib.config import ConfigError, load_profile
+from psftlib.config import CONFIG_DIR, ROOT, ConfigError, load_profile
 from psftlib.notebook import use_this_interpreter
 from psftlib.sources import sources
 
 
 CONFIG_KEYS = {"profile": "a profile name (config/<name>.yaml)", "redraw": "true: re-draw from committed results"}
-unknown = sorted(set(config) - set(CONFIG_KEYS))
+# A whole profile may come as `--configfile config/<name>.yaml` (its keys then fill `config`; see rules/hub.smk)
+PROFILE_FILES = [Path(f) for f in workflow.overwrite_configfiles or []]
+PROFILE_KEYS = {k for f in PROFILE_FILES for k in yaml.safe_load(f.read_text()) or {}}
+unknown = sorted(set(config) - set(CONFIG_KEYS) - PROFILE_KEYS)
 if unknown:
     raise WorkflowError(f"--config: unknown key(s) {unknown}; known: {CONFIG_KEYS}")
-PROFILE = config.get("profile", "mini")
+if len(PROFILE_FILES) > 1:
+    raise WorkflowError(f"--configfile: one profile at a time, got {[str(f) for f in PROFILE_FILES]}")
+PROFILE = PROFILE_FILES[0] if PROFILE_FILES else config.get("profile", "mini")
 # Redraw (make figures): only the figure, table, findings and report rules exist, so the committed results they
 # read (metrics.jsonl, eval.jsonl, results/eval/**.json, tokens.parquet, the data card) are plain inputs and no
 # checkpoint is ever needed. Their benchmark files go to the logs, so the committed wall times stay those of the run.
@@ -36,6 +43,19 @@ try:
     P = load_profile(PROFILE)
 except ConfigError as err:
     raise WorkflowError(f"invalid profile:\n{err}") from None
+# The DAG runs exactly the profile it validated: every job loads it again by its name (`--profile {P.name}`,
+# `-p profile {P.name}`: config/<name>.yaml), so the file given must be that one. A copy elsewhere, or a copied
+# profile that still says `profile: smoke`, would have the jobs train smoke's config (issue 22): refused.
+BY_NAME = CONFIG_DIR / f"{P.name}.yaml"
+if not (BY_NAME.exists() and BY_NAME.samefile(ROOT / P.path)):
+    raise WorkflowError(
+        f"{P.path} says `profile: {P.name}`, but every job loads a profile by that name, from "
+        f"{BY_NAME.relative_to(ROOT)}{'' if BY_NAME.exists() else ' (missing)'}, not from {P.path}: the jobs would "
+        "not run the profile validated here. Keep a profile in config/ under its own name (config/<name>.yaml "
+        "with `profile: <name>`) and run `snakemake --config profile=<name>`."
+    )
+if PROFILE_FILES and config.get("profile") != P.name:
+    raise WorkflowError(f"--config profile={config['profile']} and --configfile {PROFILE}: give one profile")
 
 # Jobs call `python` from PATH: put this interpreter's folder first, so a venv's snakemake uses that venv
 # even when it is not activated (and params stay free of machine-specific paths).

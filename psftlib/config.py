@@ -1,10 +1,9 @@
 """Profiles (``config/<profile>.yaml``), their JSON schema, and the dataclasses the code runs on.
 
-A profile is validated once, as a whole, against ``config/schema.yaml`` before any work starts; an error
-names the file and the dotted key (``config/mini.yaml: runs.psft.lr: -1 is less than the minimum of 0``).
-A run's :class:`TrainConfig` is the profile's ``train`` defaults updated with ``runs.<name>``, then with
-command-line ``--set key=value`` overrides, then checked again.
-"""
+A profile is validated once, as a whole, against ``config/schema.yaml`` before any work starts; an error names
+the file, the dotted key and what is allowed (``config/x.yaml: runs.psft.lr: got -1; allowed: a number > 0, finite``).
+A run's :class:`TrainConfig` is the profile's ``train`` defaults updated with ``runs.<name>``, then with ``--set``
+or notebook overrides; each of these, and a ``TrainConfig(...)`` built in code, passes :func:`check_train_values`."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ import copy
 import dataclasses
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from psftlib.artifacts import load_artifacts
 from psftlib.layout import CONFIG_DIR, ROOT, Layout
 
 SCHEMA_PATH = CONFIG_DIR / "schema.yaml"
+CODE_SOURCE = "TrainConfig"  # how errors name a TrainConfig(...) built in code
 
 
 class ConfigError(ValueError):
@@ -53,9 +54,8 @@ class TrainConfig:
     old_policy_refresh: str | int = "train_batch"  # "train_batch" | k (every k mini batches) | "never" (§5.3)
     sft_warmup_train_batches: int = 0  # plain SFT for this many train batches first ("PSFT + warm-up", §4.1)
     sft_warmup_lr: float | None = None  # lr during the SFT warm-up (None: same lr)
-    entropy_top_fraction: float | None = (
-        None  # train only the top-ρ highest-entropy tokens of a batch (App. C.2)
-    )
+    # train only the top-ρ highest-entropy tokens of a batch (App. C.2)
+    entropy_top_fraction: float | None = None
     # baselines
     kl_coef: float = 0.5  # sft_kl: coefficient of the KL to the initial model (paper: 0.5)
     kl_estimator: str = "k3"  # sft_kl: "k3" (sampled-token, verl's low_var_kl) | "full" (exact, full vocab)
@@ -71,72 +71,32 @@ class TrainConfig:
     # log_prob_micro_batch_size); None: one mini batch per forward. Larger: fewer, fuller forwards (CPU speed)
     gradient_checkpointing: bool = False
     bf16: bool = False  # bf16 autocast (GPU only; ignored on CPU)
-    fsdp: bool = (
-        False  # with several processes: shard parameters, gradients and AdamW states (FSDP2, per layer)
-    )
+    # with several processes: shard parameters, gradients and AdamW states (FSDP2, per layer)
+    fsdp: bool = False
     lora_r: int = 0  # > 0: train LoRA adapters of this rank (peft); the reference is the adapters disabled
     lora_alpha: int = 16
     # telemetry and outputs
     token_sample_rate: float = 0.0  # share of trained tokens written to tokens.parquet (Figure 10)
-    trace_examples: int = (
-        0  # every token of demonstrations 0..k-1, each time trained, to traces.parquet (report)
-    )
+    # every token of demonstrations 0..k-1, each time trained, to traces.parquet (report)
+    trace_examples: int = 0
     checkpoint_every: int = 0  # save a resume state every this many optimizer steps (0: never)
     save_checkpoint: bool = True  # final Hugging Face checkpoint
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> TrainConfig:
-        if self.objective not in objective_names():
-            raise ConfigError(f"objective: {self.objective!r} is not one of {objective_names()}")
-        for name in ("train_batch_size", "mini_batch_size", "micro_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.train_batch_size % self.mini_batch_size:
-            raise ConfigError(
-                f"train_batch_size: {self.train_batch_size} is not a multiple of "
-                f"mini_batch_size {self.mini_batch_size}"
-            )
-        if self.mini_batch_size % self.micro_batch_size:
-            raise ConfigError(
-                f"mini_batch_size: {self.mini_batch_size} is not a multiple of "
-                f"micro_batch_size {self.micro_batch_size}"
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr: must be a positive number, got {self.lr}")
-        if not (self.epochs > 0 and math.isfinite(self.epochs)):
-            raise ConfigError(f"epochs: must be a positive number, got {self.epochs}")
-        if not 0 <= self.clip_low < 1:
-            raise ConfigError(f"clip_low: must be in [0, 1), got {self.clip_low}")
-        if self.clip_high < 0:
-            raise ConfigError(f"clip_high: must be >= 0, got {self.clip_high}")
-        refresh = self.old_policy_refresh
-        if not (refresh in ("train_batch", "never") or (isinstance(refresh, int) and refresh >= 1)):
-            raise ConfigError(
-                f"old_policy_refresh: {refresh!r} is not 'train_batch', 'never' or a positive integer"
-            )
-        if self.refresh_batch_size is not None and self.refresh_batch_size < 1:
-            raise ConfigError(f"refresh_batch_size: must be >= 1 or null, got {self.refresh_batch_size}")
-        if self.entropy_top_fraction is not None and not 0 < self.entropy_top_fraction <= 1:
-            raise ConfigError(f"entropy_top_fraction: must be in (0, 1], got {self.entropy_top_fraction}")
-        for name, allowed in (
-            ("kl_estimator", ("k3", "full")),
-            ("iw_level", ("token", "sequence")),
-            ("truncation", ("drop", "truncate")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {list(allowed)}")
-        if not 0 < self.iw_clip_low <= 1 <= self.iw_clip_high:
-            raise ConfigError(
-                f"iw_clip_low/iw_clip_high: need 0 < low <= 1 <= high, got {self.iw_clip_low}, "
-                f"{self.iw_clip_high}"
-            )
-        if self.trace_examples < 0:
-            raise ConfigError(f"trace_examples: must be >= 0, got {self.trace_examples}")
-        if not 0 <= self.token_sample_rate <= 1:
-            raise ConfigError(f"token_sample_rate: must be in [0, 1], got {self.token_sample_rate}")
-        if self.objective != "psft" and (self.sft_warmup_train_batches or self.entropy_top_fraction):
-            raise ConfigError(
-                f"sft_warmup_train_batches / entropy_top_fraction are PSFT options; objective is {self.objective!r}"
-            )
+        """:func:`check_train_values` (types, limits), then relations between fields; 16.0 for an int field -> 16."""
+        for f in dataclasses.fields(self):
+            if "int" in f.type and isinstance(value := getattr(self, f.name), float) and value.is_integer():
+                setattr(self, f.name, int(value))
+        check_train_values(vars(self), CODE_SOURCE)
+        for big, small in (("train_batch_size", "mini_batch_size"), ("mini_batch_size", "micro_batch_size")):
+            if (whole := getattr(self, big)) % (part := getattr(self, small)):
+                raise ConfigError(f"{CODE_SOURCE}: {big}: {whole} is not a multiple of {small} {part}")
+        psft_only = [k for k in ("sft_warmup_train_batches", "entropy_top_fraction") if getattr(self, k)]
+        if self.objective != "psft" and psft_only:
+            raise ConfigError(f"{CODE_SOURCE}: {psft_only[0]}: PSFT only; objective is {self.objective!r}")
         return self
 
     @property
@@ -145,14 +105,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "train config") -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
+        """A config from a mapping (the profile's ``train`` + ``runs.<run>`` + overrides); errors name ``source``."""
+        check_train_values(values, source)  # unknown keys, types and limits, named with the source
         try:
-            return cls(**values).validate()
+            return cls(**values)
         except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
+            raise ConfigError(re.sub(f"^{CODE_SOURCE}: ", f"{source}: ", str(err), flags=re.M)) from None
 
 
 @dataclass
@@ -237,14 +195,11 @@ class Profile:
                 f"{self.path}: paper.run_sources.{run}: no base model / data given for this run"
             )
         src = dict(sources[run])
-        if src["model"] not in paper.get("models", {}):
-            raise ConfigError(
-                f"{self.path}: paper.run_sources.{run}.model: {src['model']!r} is not under paper.models"
-            )
-        if src["data"] not in paper.get("datasets", {}):
-            raise ConfigError(
-                f"{self.path}: paper.run_sources.{run}.data: {src['data']!r} is not under paper.datasets"
-            )
+        for key, table in (("model", "models"), ("data", "datasets")):
+            if src[key] not in paper.get(table, {}):
+                raise ConfigError(
+                    f"{self.path}: paper.run_sources.{run}.{key}: {src[key]!r} is not under paper.{table}"
+                )
         src["model_id"] = paper["models"][src["model"]]
         return src
 
@@ -259,35 +214,31 @@ class Profile:
     def run_config(self, run: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
         if run not in self.data["runs"]:
             raise ConfigError(f"{self.path}: runs.{run}: no such run; defined runs: {self.runs}")
-        overrides = check_overrides(overrides or {}, source=f"{self.path}: runs.{run}: override")
+        overrides = (
+            overrides or {}
+        )  # --set, a notebook's overrides: checked with the rest, named in the source
         values = {**self.data["train"], **(self.data["runs"][run] or {}), **overrides}
         values.setdefault("seed", self.data["seed"])
-        return TrainConfig.from_dict(values, source=f"{self.path}: runs.{run}")
+        return TrainConfig.from_dict(
+            values, f"{self.path}: runs.{run}" + (f" with {overrides}" if overrides else "")
+        )
 
 
-def check_overrides(overrides: dict[str, Any], source: str) -> dict[str, Any]:
-    """``--set`` / notebook overrides checked against the schema's ``train`` fields, as the profile's own values
-    are (same limits and types, the key named); a whole number given for an integer field becomes an int."""
-    if not overrides:  # the profile's own values were checked with the profile
-        return {}
-    fields = dataclasses.fields(TrainConfig)
-    known = {f.name for f in fields}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
-    ints = {f.name for f in fields if f.type in ("int", int)}
-    out = {
-        k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
-        for k, v in overrides.items()
-    }
-    schema = _schema()
-    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/train", "$defs": schema["$defs"]})
-    errors = sorted(validator.iter_errors(out), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise ConfigError("\n".join(
-            f"{source} {'.'.join(map(str, e.absolute_path)) or '<keys>'}: {e.message}" for e in errors
-        ))  # fmt: skip
-    return out
+def check_train_values(values: dict[str, Any], source: str) -> None:
+    """The one check of training settings, wherever they come from (a profile's ``train`` / ``runs.<run>``, ``--set``,
+    notebook ``overrides``, ``TrainConfig(...)`` in code): the schema's ``$defs.train`` (``config/schema.yaml``).
+    A :class:`ConfigError` names ``source``, each key, the value and what is allowed there."""
+    items = tuple((k, type(v), v if type(v).__hash__ else repr(v)) for k, v in values.items())  # a cache key
+    if problems := _train_problems(items):
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+
+
+@functools.lru_cache(maxsize=4096)  # a profile's runs share most values; a check costs ~1 ms
+def _train_problems(items: tuple[tuple[str, type, Any], ...]) -> list[str]:
+    values = {key: value for key, _, value in items}
+    if unknown := sorted(set(values) - set(known := _schema()["$defs"]["train"]["properties"])):
+        return [f"unknown key(s) {unknown}; known: {sorted(known)}"]
+    return [problem(e) for e in sorted(_validator("train").iter_errors(values), key=lambda e: list(e.path))]
 
 
 @functools.cache
@@ -301,6 +252,54 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
+def _finite_type(validator: Any, types: Any, x: Any, schema: dict[str, Any]) -> Any:
+    """JSON schema's ``type``, and a number must be finite (``.inf`` only where the schema says ``infinite: true``)."""
+    yield from jsonschema.Draft202012Validator.VALIDATORS["type"](validator, types, x, schema)
+    if isinstance(x, float) and not (math.isfinite(x) or (x > 0 and schema.get("infinite"))):
+        yield jsonschema.ValidationError(f"{x!r} is not a finite number")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"type": _finite_type})
+
+
+@functools.cache
+def _validator(defn: str | None = None) -> Any:
+    """A validator of the whole schema (a profile), or of ``$defs.<defn>`` (``train``: one run's settings)."""
+    schema = copy.deepcopy(_schema())
+    return _Validator({"$ref": f"#/$defs/{defn}", "$defs": schema["$defs"]} if defn else schema)
+
+
+def problem(err: jsonschema.ValidationError) -> str:
+    """One schema violation as ``<dotted key>: got <value>; allowed: <what the schema allows there>`` (the same
+    words for a profile, ``--set``, notebook overrides and ``TrainConfig(...)``)."""
+    key = ".".join(map(str, err.absolute_path)) or "<top level>"
+    if err.validator in ("type", "enum", "oneOf", "anyOf", "pattern") or "imum" in err.validator:
+        return f"{key}: got {err.instance!r}; allowed: {allowed(err.schema)}"
+    if err.validator == "additionalProperties" and "properties" in err.schema:
+        return f"{key}: {err.message}; allowed keys: {sorted(err.schema['properties'])}"
+    return f"{key}: {err.message}"
+
+
+def allowed(schema: dict[str, Any]) -> str:
+    """What a schema node accepts, in words: ``a number > 0, finite``, ``an integer >= 1 or null``, ``one of [...]``."""
+    schema = (
+        {**_schema()["$defs"][schema["$ref"].rsplit("/", 1)[1]], **schema} if "$ref" in schema else schema
+    )
+    if alternatives := schema.get("oneOf") or schema.get("anyOf"):
+        return " or ".join(map(allowed, alternatives))
+    if "enum" in schema:
+        return f"one of {schema['enum']}"
+    types = [schema["type"]] if isinstance(schema.get("type"), str) else schema.get("type", [])
+    nouns = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false"}
+    ops = {"exclusiveMinimum": ">", "minimum": ">=", "exclusiveMaximum": "<", "maximum": "<="}
+    words = " or ".join(nouns.get(t, t) for t in types if t != "null") or "a value"
+    words += " and".join(f" {op} {schema[k]}" for k, op in ops.items() if k in schema)
+    if "number" in types:
+        words += " (.inf allowed)" if schema.get("infinite") else ", finite"
+    words += f" matching {schema['pattern']}" if "pattern" in schema else ""
+    return words + (" or null" if "null" in types else "")
+
+
 def objective_names() -> list[str]:
     """The training objectives the schema accepts (``psftlib.objectives.OBJECTIVES``; a test checks they agree)."""
     return list(_schema()["$defs"]["train"]["properties"]["objective"]["enum"])
@@ -308,14 +307,8 @@ def objective_names() -> list[str]:
 
 def validate_profile(data: Any, source: str) -> None:
     """Raise :class:`ConfigError` naming ``source`` and the dotted key of the first schema violation."""
-    validator = jsonschema.Draft202012Validator(copy.deepcopy(_schema()))
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = []
-        for err in errors:
-            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            lines.append(f"{source}: {key}: {err.message}")
-        raise ConfigError("\n".join(lines))
+    if errors := sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        raise ConfigError("\n".join(f"{source}: {problem(e)}" for e in errors))
     # cross-field checks the schema cannot express: every run must make a valid TrainConfig
     expand_seed_replicates(data, source)
     profile = Profile(name=data["profile"], path=Path(source), data=data)
@@ -327,27 +320,19 @@ def validate_profile(data: Any, source: str) -> None:
         raise ConfigError(
             f"{source}: eval.during_training.task_set: {during['task_set']!r} is not under eval.task_sets"
         )
-    for stage in ("grpo", "dpo"):
-        for run in (data.get(stage) or {}).get("cold_starts", []):
-            if run not in data["runs"]:
-                raise ConfigError(f"{source}: {stage}.cold_starts: {run!r} is not defined under runs")
-    for key, runs in (data.get("calibration") or {}).items():
-        for run in runs if isinstance(runs, list) else []:
-            if run not in data["runs"]:
-                raise ConfigError(f"{source}: calibration.{key}: {run!r} is not defined under runs")
     frontier = data.get("frontier") or {}
-    for method, runs in frontier.get("methods", {}).items():
-        for run in runs:
-            if run not in data["runs"]:
-                raise ConfigError(f"{source}: frontier.methods.{method}: {run!r} is not defined under runs")
-    if frontier and frontier["reference"] not in frontier["methods"]:
-        raise ConfigError(
-            f"{source}: frontier.reference: {frontier['reference']!r} is not one of frontier.methods"
-        )
-    for fig, spec in data.get("figures", {}).items():
-        for run in spec.get("runs", []):
-            if run not in data["runs"]:
-                raise ConfigError(f"{source}: figures.{fig}.runs: {run!r} is not defined under runs")
+    named = [
+        (f"{stage}.cold_starts", (data.get(stage) or {}).get("cold_starts", [])) for stage in ("grpo", "dpo")
+    ]
+    named += [
+        (f"calibration.{k}", v) for k, v in (data.get("calibration") or {}).items() if isinstance(v, list)
+    ]
+    named += [(f"frontier.methods.{method}", runs) for method, runs in frontier.get("methods", {}).items()]
+    named += [(f"figures.{fig}.runs", spec.get("runs", [])) for fig, spec in data.get("figures", {}).items()]
+    for key, run in ((key, run) for key, runs in named for run in runs if run not in data["runs"]):
+        raise ConfigError(f"{source}: {key}: {run!r} is not defined under runs")
+    if frontier and (ref := frontier["reference"]) not in frontier["methods"]:
+        raise ConfigError(f"{source}: frontier.reference: {ref!r} is not one of frontier.methods")
 
 
 def replicate_name(run: str, seed: int) -> str:
@@ -375,9 +360,7 @@ def expand_seed_replicates(data: dict[str, Any], source: str) -> None:
 def replicates(profile: Profile, run: str) -> list[str]:
     """``run`` and its seed replicates that the profile defines (just ``[run]`` when there are none)."""
     rep = profile.data.get("seed_replicates") or {}
-    if run not in rep.get("runs", []):
-        return [run]
-    return [run, *(replicate_name(run, s) for s in rep["seeds"])]
+    return [run, *(replicate_name(run, s) for s in rep["seeds"])] if run in rep.get("runs", []) else [run]
 
 
 def load_profile(name_or_path: str | Path | Profile) -> Profile:
@@ -403,24 +386,35 @@ def _load_validated(resolved: Path, mtime_ns: int, path: Path) -> Profile:
             data = yaml.safe_load(f)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    try:
-        shown = path.relative_to(ROOT)
-    except ValueError:
-        shown = path
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     validate_profile(data, str(shown))
     return Profile(name=data["profile"], path=shown, data=copy.deepcopy(data))
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=1e-5", "epochs=2"]`` -> ``{"lr": 1e-05, "epochs": 2}`` (values parsed as YAML scalars)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):  # PyYAML reads "1e-5" (no dot) as a string
-            with contextlib.suppress(ValueError):
-                parsed = float(parsed)
-        out[key.strip()] = parsed
+def parse_overrides(items: list[str], source: str = "--set") -> dict[str, Any]:
+    """``["lr=1e-5", "epochs=2"]`` -> ``{"lr": 1e-05, "epochs": 2.0}``: each value read as the first type of its
+    TrainConfig field it fits (``float | None``: ``None``, else a float), else as YAML reads it; then checked
+    (:func:`check_train_values`, naming ``source``, the key and what is allowed)."""
+    kinds = {f.name: f.type.split(" | ") for f in dataclasses.fields(TrainConfig)}
+    pairs = [[part.strip() for part in item.partition("=")] for item in items]
+    if bad := [item for item, (_, eq, _) in zip(items, pairs, strict=True) if not eq]:
+        raise ConfigError(f"{source} {bad[0]!r}: expected key=value")
+    out = {key: _read(text, kinds.get(key, [])) for key, _, text in pairs}
+    check_train_values(out, source)
     return out
+
+
+def _read(text: str, kinds: list[str]) -> Any:
+    """``text`` as the first of ``kinds`` (a field's types: ``int``, ``float``, ``bool``, ``str``, ``None``) it fits."""
+    value = yaml.safe_load(text) if text else None
+    for kind in kinds:
+        with contextlib.suppress(ValueError, OverflowError):
+            if kind == "None" and (value is None or text.lower() == "none"):
+                return None
+            if kind in ("int", "float") and not isinstance(value, (bool, type(None))):
+                number = float(value if isinstance(value, (int, float)) else text)
+                if kind == "float" or number.is_integer():
+                    return number if kind == "float" else int(number)
+            if kind == type(value).__name__:  # bool, str: as YAML reads them
+                return value
+    return value

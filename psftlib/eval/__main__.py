@@ -1,15 +1,15 @@
-"""``python -m psftlib.eval --profile mini --checkpoint <folder> --task-sets in_domain --out-dir <folder>``."""
+"""``python -m psftlib.eval --profile mini --checkpoint <folder> --task-sets in_domain --out-dir <folder>``
+(console script ``psft-eval``); prints a table of the scores when it finishes. torch, transformers and lm-eval
+load only after the arguments are parsed, so ``--help`` answers at once."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
-from psftlib.config import load_profile
-from psftlib.eval.harness import EvalError, evaluate
-from psftlib.eval.training import profile_eval_config, reuse_final_eval, write_initial_curves
-from psftlib.runtime import set_threads
-from psftlib.worlds.build import load_checkpoint
+from psftlib.config import ConfigError, load_profile
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +35,17 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoint's evaluation from DIR instead of running it again (same weights, same seed)",
     )
     args = parser.parse_args(argv)
+    try:
+        sets = load_profile(args.profile).task_sets
+    except ConfigError as err:
+        parser.error(str(err))
+    if unknown := [name for name in args.task_sets or [] if name not in sets]:
+        parser.error(f"--task-sets: no task set {unknown} in profile {args.profile!r}; have {sorted(sets)}")
+    from psftlib.eval.harness import EvalError, evaluate  # the heavy imports, after the arguments
+    from psftlib.eval.training import profile_eval_config, reuse_final_eval, write_initial_curves
+    from psftlib.runtime import set_threads
+    from psftlib.worlds.build import load_checkpoint
+
     if args.initial_curves:
         prof = load_profile(args.profile)
         set_threads(prof["threads"])
@@ -44,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--task-sets and --out-dir are required (or --initial-curves PATH)")
     if args.reuse_final and reuse_final_eval(args.checkpoint, args.reuse_final, args.task_sets, args.out_dir):
         print(f"{args.checkpoint} is the final checkpoint: copied its evaluation from {args.reuse_final}")
+        print_scores(args)
         return
     prof = load_profile(args.profile)
     set_threads(prof["threads"])
@@ -64,6 +76,37 @@ def main(argv: list[str] | None = None) -> None:
             out=out,
             checkpoint=args.checkpoint,
         )
+    print_scores(args)
+
+
+def print_scores(args: argparse.Namespace) -> None:
+    results = {name: json.loads((Path(args.out_dir) / f"{name}.json").read_text()) for name in args.task_sets}
+    print(f"scores of {args.checkpoint} (0-1; ± standard error), in {args.out_dir}:\n{score_table(results)}")
+
+
+def score_table(results: dict[str, dict[str, Any]]) -> str:
+    """Evaluation summaries (``{task set: <out-dir>/<task set>.json}``) as a text table: a row per task with its
+    problems ``n``, samples per problem ``k`` and each metric as ``value ± standard error``."""
+    metrics = list(dict.fromkeys(m for res in results.values() for scores in res["scores"].values() for m in scores
+                                 if m not in ("n", "k") and not m.endswith("_stderr")))  # fmt: skip
+    rows = [["task set", "task", "n", "k", *metrics]]
+    for name, res in results.items():
+        for task, scores in res["scores"].items():
+            cells = [_cell(scores.get(m), scores.get(f"{m}_stderr")) for m in metrics]
+            rows.append([name, task, str(scores.get("n", "")), str(scores.get("k", "")), *cells])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
+
+
+def _cell(value: Any, stderr: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    return f"{value:.3f}" + (f" ± {stderr:.3f}" if isinstance(stderr, (int, float)) else "")
 
 
 if __name__ == "__main__":

@@ -1,32 +1,50 @@
-"""``python -m psftlib.post --profile mini --stage grpo --cold-start psft``: one post-training run (TRL)."""
+"""``python -m psftlib.post --profile mini --stage grpo --cold-start psft`` (console script ``psft-posttrain``): one
+post-training run (TRL). The arguments and the profile are checked before torch, transformers and TRL load, so
+``--help`` and a wrong name answer at once."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from psftlib.config import load_profile
-from psftlib.data import read_jsonl
-from psftlib.eval import make_training_evaluator
-from psftlib.post.dpo import DPOSettings, run_dpo
-from psftlib.post.grpo import GRPOSettings, run_grpo
-from psftlib.runtime import set_threads
-from psftlib.worlds.build import check_checkpoint, load_tokenizer
+from psftlib.config import ConfigError, load_profile
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m psftlib.post --profile mini --stage grpo --cold-start psft``: one post-training run."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of one post-training run."""
     parser = argparse.ArgumentParser(
-        description="GRPO or DPO from a cold-start run of a profile (through TRL)."
+        prog="python -m psftlib.post",
+        description="GRPO or DPO from a cold-start run of a profile (through TRL).",
     )
-    parser.add_argument("--profile", default="mini")
+    parser.add_argument("--profile", default="mini", help="profile name (config/<name>.yaml) or a YAML path")
     parser.add_argument("--stage", required=True, choices=["grpo", "dpo"])
     parser.add_argument(
         "--cold-start", required=True, help="a run name of the profile whose checkpoint starts this"
     )
     parser.add_argument("--out", default=None, help="default results/runs/<profile>/<cold-start>+<stage>")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m psftlib.post --profile mini --stage grpo --cold-start psft``: one post-training run."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    prof = load_profile(args.profile)
+    try:
+        prof = load_profile(args.profile)
+    except ConfigError as err:
+        parser.error(str(err))
+    if args.stage not in prof.data:
+        parser.error(f"{prof.path}: {args.stage}: the profile has no {args.stage} section")
+    if args.cold_start not in prof.runs:
+        parser.error(f"--cold-start: {args.cold_start!r} is not a run of {prof.path}; runs: {prof.runs}")
+
+    from psftlib.data import read_jsonl  # torch, transformers, TRL: only once the arguments are known good
+    from psftlib.eval import make_training_evaluator
+    from psftlib.post.dpo import DPOSettings, run_dpo
+    from psftlib.post.grpo import GRPOSettings, run_grpo
+    from psftlib.runtime import set_threads
+    from psftlib.worlds.build import check_checkpoint, load_tokenizer
+
     set_threads(prof["threads"])
     section = dict(prof.data[args.stage])
     section.pop("cold_starts", None)

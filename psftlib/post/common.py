@@ -11,12 +11,15 @@ import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
+from tqdm import tqdm
 from transformers import TrainerCallback
+from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
 
 from psftlib.worlds.build import load_checkpoint, save_pretrained_atomic
 
@@ -115,6 +118,26 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
     return JsonlLogger()
 
 
+class StderrProgress(TrainerCallback):
+    """A progress bar of optimizer steps on stderr, drawn as the SFT loop draws its own (``psftlib.train.loop``: at
+    most every 5 s, so a job's log stays short); it stands in for transformers' bar, which also prints every log."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc, self.bar = desc, None
+
+    def on_train_begin(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, desc=self.desc, mininterval=5, file=sys.stderr)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator, eval_every,
             steps_per_train_batch: int = 1, **trainer_kwargs) -> list[dict[str, float]]:  # fmt: skip
     """Load the cold start by path, train with a TRL trainer, write our JSONL files and the checkpoint atomically.
@@ -127,6 +150,10 @@ def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator,
     trl_dir = out_dir / ".trl"  # TRL saves nothing there (save_strategy "no"); removed after
     trainer = trainer_cls(model=model, args=args_for(trl_dir), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
                           processing_class=tokenizer, callbacks=[logger], **trainer_kwargs)  # fmt: skip
+    trainer.remove_callback(
+        DEFAULT_PROGRESS_CALLBACK
+    )  # TRL configs keep tqdm on (disable_tqdm=False): our bar
+    trainer.add_callback(StderrProgress(trainer_cls.__name__.removesuffix("Trainer").lower()))
     trainer.train()
     logger.finish()
     shutil.rmtree(trl_dir, ignore_errors=True)

@@ -40,7 +40,7 @@ class DPOSettings:
             per_device_train_batch_size=self.micro_batch_size,
             gradient_accumulation_steps=self.batch_size // self.micro_batch_size, max_length=self.max_length,
             logging_steps=1, report_to=[], save_strategy="no", seed=self.seed, data_seed=self.seed,
-            dataloader_num_workers=0, disable_tqdm=True, **device_args(),
+            dataloader_num_workers=0, disable_tqdm=False, **device_args(),
         )  # fmt: skip
 
 

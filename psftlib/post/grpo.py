@@ -72,7 +72,7 @@ class GRPOSettings:
             learning_rate=self.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=self.weight_decay,
             max_grad_norm=self.max_grad_norm, max_steps=self.train_batches * self.steps_per_train_batch,
             use_vllm=False, logging_steps=1, report_to=[], log_completions=False, save_strategy="no",
-            seed=self.seed, data_seed=self.seed, dataloader_num_workers=0, disable_tqdm=True,
+            seed=self.seed, data_seed=self.seed, dataloader_num_workers=0, disable_tqdm=False,
             reward_weights=[1.0, 1.0] if self.overlong_buffer else [1.0], **device_args(),
         )  # fmt: skip
 
