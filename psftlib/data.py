@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,33 +21,72 @@ if TYPE_CHECKING:  # torch is loaded by collate only: the figure notebooks read 
 
 
 class DataError(ValueError):
-    """A malformed data file; the message names the file and line."""
+    """A file that cannot be read as what it should hold (records, JSON, weights, a tokenizer); the message names
+    the file, and the line where there is one."""
 
 
 REQUIRED_FIELDS = ("prompt", "response")
+TEXT_FIELDS = ("system", "prompt", "response", "chosen", "rejected")  # tokenized as text when present
+DEFAULT_MAX_UNK_RATE = 0.001  # share of a dataset's tokens that may be the tokenizer's unknown token
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...] = REQUIRED_FIELDS) -> list[dict[str, Any]]:
-    """Read a JSONL file of records, refusing empty or malformed ones (``required`` string fields) with file and line."""
+def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of every non-blank line of a JSONL file; a line that is not UTF-8 or not JSON is
+    refused with the file and line (and the column of a bad byte)."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"{path}: no such file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for key in required:
-                value = row.get(key)
-                if value is None or value == [] or (isinstance(value, str) and not value.strip()):
-                    raise DataError(f"{path}:{lineno}: field {key!r} is missing or empty")
-            rows.append(row)
+                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+
+
+def read_json(path: str | Path, what: str = "a JSON file") -> Any:
+    """The value of a JSON file; a missing, non-UTF-8 or malformed (e.g. truncated) one is refused with the file,
+    the line and ``what`` it should have been."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file ({what})")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); expected {what}") from None
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno}); expected {what} "
+            "(a truncated file: write it again)"
+        ) from None
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...] = REQUIRED_FIELDS) -> list[dict[str, Any]]:
+    """Read a JSONL file of records, refusing empty or malformed ones with file and line: each record an object,
+    the ``required`` fields present and not empty, the text fields (:data:`TEXT_FIELDS`) strings where present."""
+    path = Path(path)
+    rows = []
+    for lineno, row in json_lines(path):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        for key in required:
+            value = row.get(key)
+            if value is None or value == [] or (isinstance(value, str) and not value.strip()):
+                raise DataError(f"{path}:{lineno}: field {key!r} is missing or empty")
+        for key in TEXT_FIELDS:
+            if row.get(key) is not None and not isinstance(row[key], str):
+                raise DataError(
+                    f"{path}:{lineno}: field {key!r} is {type(row[key]).__name__} {row[key]!r:.40}, expected a string"
+                )
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: no records")
     return rows
@@ -148,6 +187,40 @@ def encode_all(
     if not out:
         raise DataError(f"no record fits max_length {max_length} (policy {truncation!r})")
     return out, report
+
+
+def text_token_ids(tokenizer: Any, rows: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """The token ids of every text field (:data:`TEXT_FIELDS`) of ``rows``, as the tokenizer splits them (no special
+    tokens): what :func:`check_unknown_rate` measures on data that is not demonstrations (eval prompts, pairs)."""
+    texts = [row[k] for row in rows for k in TEXT_FIELDS if isinstance(row.get(k), str) and row[k]]
+    return list(tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else []
+
+
+def unknown_tokens(tokenizer: Any, sequences: Iterable[Sequence[int]]) -> tuple[int, int, int]:
+    """(unknown tokens, tokens, sequences holding one) over ``sequences`` of token ids; no unknown tokens for a
+    tokenizer without an unknown token (byte-level BPE)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    n_unk = n_tokens = n_seqs = 0
+    for ids in sequences:
+        k = 0 if unk is None else list(ids).count(unk)
+        n_unk, n_tokens, n_seqs = n_unk + k, n_tokens + len(ids), n_seqs + (k > 0)
+    return n_unk, n_tokens, n_seqs
+
+
+def check_unknown_rate(
+    tokenizer: Any, sequences: Iterable[Sequence[int]], source: str, max_rate: float = DEFAULT_MAX_UNK_RATE
+) -> float:
+    """The share of ``source``'s tokens that are the tokenizer's unknown token (words outside the vocabulary, which
+    would be trained on as ``<unk>``); above ``max_rate`` the data is refused with the counts named."""
+    n_unk, n_tokens, n_seqs = unknown_tokens(tokenizer, sequences)
+    rate = n_unk / max(n_tokens, 1)
+    if rate > max_rate:
+        raise DataError(
+            f"{source}: {n_unk} of {n_tokens} tokens ({rate:.3%}, in {n_seqs} sequences) are the tokenizer's unknown "
+            f"token {tokenizer.unk_token!r}, above the limit of {max_rate:.3%}: the text holds words outside the "
+            "vocabulary; fix the data or the tokenizer"
+        )
+    return rate
 
 
 def collate(examples: Sequence[Example], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -1,10 +1,16 @@
-"""The process a job runs in: torch threads, the device, and the distributed group (no-ops in one process)."""
+"""The process a job runs in: torch threads, the device, the distributed group (no-ops in one process), and the
+lock a job holds on the folder it writes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
+
+LOCK_NAME = ".lock"
 
 
 def set_threads(n: int | None = None) -> int:
@@ -49,3 +55,64 @@ def device_for(model: torch.nn.Module) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return next(model.parameters()).device
+
+
+class FolderLockedError(RuntimeError):
+    """Another live process is writing the same output folder; the message names the folder and its PID."""
+
+
+def acquire_folder_lock(folder: str | Path, what: str = "folder") -> Path:
+    """Hold ``<folder>/.lock`` (this process's PID) while writing ``folder``; returns the lock file.
+
+    A lock whose process is alive stops this one with :class:`FolderLockedError` naming the folder (``what``: e.g.
+    "run folder") and the holder's PID; a lock left by a process that is gone (killed) is taken over."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = lock.read_text().strip()
+            except FileNotFoundError:  # released between the two calls: try again
+                continue
+            if holder.isdigit() and int(holder) != os.getpid() and _alive(int(holder)):
+                raise FolderLockedError(
+                    f"{folder}: process {holder} is writing this {what}; wait for it, or stop it and run again "
+                    "(a killed process's lock is taken over)"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone (or an empty lock from a kill while it was written)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+
+
+def release_folder_lock(folder: str | Path) -> None:
+    """Remove ``<folder>/.lock`` if this process holds it."""
+    lock = Path(folder) / LOCK_NAME
+    with contextlib.suppress(FileNotFoundError):
+        if lock.read_text().strip() == str(os.getpid()):
+            lock.unlink()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
+    """``with folder_lock(out_dir, "evaluation folder"):`` :func:`acquire_folder_lock`, released on every exit."""
+    lock = acquire_folder_lock(folder, what)
+    try:
+        yield lock
+    finally:
+        release_folder_lock(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -41,10 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     if unknown := [name for name in args.task_sets or [] if name not in sets]:
         parser.error(f"--task-sets: no task set {unknown} in profile {args.profile!r}; have {sorted(sets)}")
-    from psftlib.eval.harness import EvalError, evaluate  # the heavy imports, after the arguments
-    from psftlib.eval.training import profile_eval_config, reuse_final_eval, write_initial_curves
-    from psftlib.runtime import set_threads
-    from psftlib.worlds.build import load_checkpoint
+    from psftlib.eval.training import write_initial_curves  # the heavy imports, after the arguments
+    from psftlib.runtime import folder_lock, set_threads
 
     if args.initial_curves:
         prof = load_profile(args.profile)
@@ -53,33 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (args.task_sets and args.out_dir):
         parser.error("--task-sets and --out-dir are required (or --initial-curves PATH)")
-    if args.reuse_final and reuse_final_eval(args.checkpoint, args.reuse_final, args.task_sets, args.out_dir):
-        print(f"{args.checkpoint} is the final checkpoint: copied its evaluation from {args.reuse_final}")
-        print_scores(args)
-        return
-    prof = load_profile(args.profile)
-    set_threads(prof["threads"])
-    cfg, task_sets = profile_eval_config(prof)
-    for name in args.task_sets:
-        if name not in task_sets:
-            raise EvalError(f"{prof.path}: eval.task_sets.{name}: no such task set; have {sorted(task_sets)}")
-    model, tokenizer = load_checkpoint(args.checkpoint)  # once for every task set: one process, one load
-    data = prof.layout.data
-    for name in args.task_sets:
-        out = Path(args.out_dir) / name
-        evaluate(
-            model,
-            task_sets[name],
-            cfg,
-            tokenizer=tokenizer,
-            data_dir=data,
-            out=out,
-            checkpoint=args.checkpoint,
-        )
-    print_scores(args)
-
-
-def print_scores(args: argparse.Namespace) -> None:
+    with folder_lock(args.out_dir, "evaluation folder"):  # a second writer stops with the holder's PID named
+        evaluate_task_sets(args)
     results = {name: json.loads((Path(args.out_dir) / f"{name}.json").read_text()) for name in args.task_sets}
     print(f"scores of {args.checkpoint} (0-1; ± standard error), in {args.out_dir}:\n{score_table(results)}")
 
@@ -107,6 +80,37 @@ def _cell(value: Any, stderr: Any) -> str:
     if not isinstance(value, (int, float)):
         return "-" if value is None else str(value)
     return f"{value:.3f}" + (f" ± {stderr:.3f}" if isinstance(stderr, (int, float)) else "")
+
+
+def evaluate_task_sets(args: argparse.Namespace) -> None:
+    """Evaluate ``--checkpoint`` on ``--task-sets`` into ``--out-dir`` (or copy the final evaluation)."""
+    from psftlib.eval.harness import EvalError, evaluate
+    from psftlib.eval.training import profile_eval_config, reuse_final_eval
+    from psftlib.runtime import set_threads
+    from psftlib.worlds.build import load_checkpoint
+
+    if args.reuse_final and reuse_final_eval(args.checkpoint, args.reuse_final, args.task_sets, args.out_dir):
+        print(f"{args.checkpoint} is the final checkpoint: copied its evaluation from {args.reuse_final}")
+        return
+    prof = load_profile(args.profile)
+    set_threads(prof["threads"])
+    cfg, task_sets = profile_eval_config(prof)
+    for name in args.task_sets:
+        if name not in task_sets:
+            raise EvalError(f"{prof.path}: eval.task_sets.{name}: no such task set; have {sorted(task_sets)}")
+    model, tokenizer = load_checkpoint(args.checkpoint)  # once for every task set: one process, one load
+    data = prof.layout.data
+    for name in args.task_sets:
+        out = Path(args.out_dir) / name
+        evaluate(
+            model,
+            task_sets[name],
+            cfg,
+            tokenizer=tokenizer,
+            data_dir=data,
+            out=out,
+            checkpoint=args.checkpoint,
+        )
 
 
 if __name__ == "__main__":

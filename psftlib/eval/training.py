@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from psftlib.data import atomic_write, collate, encode_all, read_jsonl
+from psftlib.data import atomic_write, check_unknown_rate, collate, encode_all, read_json, read_jsonl
 from psftlib.eval.harness import SCORE_KEYS, EvalConfig, EvalError, evaluate
 from psftlib.logprobs import token_logprobs
 from psftlib.worlds.build import load_checkpoint
@@ -69,6 +69,7 @@ def make_training_evaluator(profile: Any, tokenizer: Any):
         heldout = read_jsonl(folder / "heldout.jsonl")
         train_rows = read_jsonl(folder / "train.jsonl")[: len(heldout)]  # the same number of trained demos
         scored = {"heldout": encode_all(tokenizer, heldout)[0], "train": encode_all(tokenizer, train_rows)[0]}
+        check_unknown_rate(tokenizer, (e.input_ids for e in scored["heldout"]), str(folder / "heldout.jsonl"))
 
     def evaluator(model: Any) -> dict[str, float]:
         summary = evaluate(model, tasks, cfg, tokenizer=tokenizer, data_dir=folder)
@@ -104,7 +105,7 @@ def reuse_final_eval(
     info_path = Path(checkpoint).parent / "selected.json"
     if not info_path.exists():
         raise EvalError(f"{info_path}: missing; --reuse-final needs the run's selection record")
-    info = json.loads(info_path.read_text())
+    info = read_json(info_path, "the run's selection record")
     if info.get("step") != info.get("final_step"):
         return False
     for name in task_sets:
@@ -112,7 +113,7 @@ def reuse_final_eval(
         for suffix in (".json", ".samples.jsonl"):
             if not Path(f"{src}{suffix}").exists():
                 raise EvalError(f"{src}{suffix}: missing; the final checkpoint's evaluation must run first")
-        summary = json.loads(Path(f"{src}.json").read_text())
+        summary = read_json(f"{src}.json", "an evaluation summary")
         summary.update(checkpoint=str(checkpoint), reused_from=str(final_dir))
         dst.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(Path(f"{dst}.samples.jsonl"), "wb") as f:
@@ -160,7 +161,9 @@ def read_initial_curves(path: str | Path, profile: Any, checkpoint: str | Path) 
     path = Path(path)
     if not path.exists():
         raise EvalError(f"{path}: no such file (psftlib.eval --initial-curves writes it)")
-    record = json.loads(path.read_text())
+    record = read_json(path, "the base model's in-training evaluation")
+    if not isinstance(record, dict) or "scores" not in record:
+        raise EvalError(f"{path}: no 'scores'; not written by psftlib.eval --initial-curves: rebuild it")
     if record.get("fingerprint") != curves_fingerprint(profile, checkpoint):
         raise EvalError(
             f"{path}: made for other weights, eval settings or data than {checkpoint} with profile "

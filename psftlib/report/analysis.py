@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from psftlib.config import Profile, load_profile, replicates
-from psftlib.data import atomic_write
+from psftlib.data import DataError, atomic_write, read_json
 from psftlib.layout import ROOT, Layout
 from psftlib.report.paper import load_paper_table
 
@@ -52,13 +52,23 @@ def run_metrics(profile: str, run: str, root: Path = ROOT) -> pd.DataFrame:
 
 
 def final_scores(profile: str, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, float]:
-    """``{task: avg@k}`` of a run's final evaluation (``results/eval/<profile>/<run>/<task_set>.json``)."""
+    """``{task: avg@k}`` of a run's final evaluation (``results/eval/<profile>/<run>/<task_set>.json``); a file that
+    lacks a task of its task set (the profile's ``eval.task_sets``) is an error, not a domain mean over the rest."""
     out: dict[str, float] = {}
+    expected = (load_profile(profile).data.get("eval") or {}).get("task_sets") or {}
     for task_set in task_sets:
         path = Layout(profile, root).eval(run, task_set)
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing (snakemake {path.relative_to(root)})")
-        scores = json.loads(path.read_text())["scores"]
+        scores = read_json(path, "an evaluation summary").get("scores") or {}
+        # a task group of lm-eval (mmlu_pro) is scored by its subtasks (mmlu_pro_biology, ...)
+        missing = [
+            t for t in expected.get(task_set, []) if not any(k == t or k.startswith(f"{t}_") for k in scores)
+        ]
+        if missing:
+            raise DataError(
+                f"{path}: no score for task(s) {missing} of task set {task_set!r}; evaluate again"
+            )
         out.update({task: s["avg_at_k"] for task, s in scores.items()})
     return out
 

@@ -14,20 +14,21 @@ outputs are written, ``=finish:streams`` after the streams are published (the re
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import pickle
 import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from psftlib.config import TrainConfig
-from psftlib.data import EncodeReport, atomic_write
+from psftlib.data import DataError, EncodeReport, atomic_write
+from psftlib.runtime import FolderLockedError, acquire_folder_lock, release_folder_lock
 from psftlib.train.plan import Plan
 
 FAULT_ENV = (
@@ -35,8 +36,7 @@ FAULT_ENV = (
 )
 
 
-class RunLockedError(RuntimeError):
-    """Another live process is writing the same run folder."""
+RunLockedError = FolderLockedError  # another live process is writing the same run folder
 
 
 class RunFiles:
@@ -63,12 +63,26 @@ class RunFiles:
         try:  # tensors and plain data only: a file planted in the run folder cannot run code here
             saved = torch.load(self._state_file, weights_only=True)
         except pickle.UnpicklingError as err:
-            raise ValueError(
+            raise DataError(
                 f"{self._state_file}: not a resume state this code wrote ({str(err).splitlines()[0]}); "
                 "delete it to restart"
             ) from None
+        except (RuntimeError, EOFError, OSError) as err:  # a truncated or corrupt file
+            raise DataError(
+                f"{self._state_file}: cannot be read as a resume state ({str(err).splitlines()[0]}); "
+                "delete it to restart"
+            ) from None
+        if not isinstance(saved, dict) or not {
+            "config",
+            "n_examples",
+            "model",
+            "optimizer",
+            "rng",
+            "state",
+        } <= set(saved):
+            raise DataError(f"{self._state_file}: not a resume state this code wrote; delete it to restart")
         if saved["config"] != dataclasses.asdict(cfg) or saved["n_examples"] != n_examples:
-            raise ValueError(
+            raise DataError(
                 f"{self.resume_dir}: resume state is from a different config or dataset; delete it to restart"
             )
         model.load_state_dict(saved["model"])
@@ -91,21 +105,29 @@ class RunFiles:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.rank != 0:
             return []
-        self._lock()
+        acquire_folder_lock(self.out_dir, "run folder")
         with atomic_write(self.out_dir / "config.json") as f:
             info = {"n_examples": plan.n_examples, "n_steps": plan.n_steps, "processes": plan.world,
                     "examples_dropped_per_epoch": plan.dropped_per_epoch,
                     "length_policy": dataclasses.asdict(encode_report) if encode_report else None}  # fmt: skip
             json.dump({**dataclasses.asdict(cfg), **info}, f, indent=2, default=str)
+        print(data_summary(plan, encode_report), file=sys.stderr)
         p = self.metrics_partial
         kept = self._take_back(p, self.out_dir / "metrics.jsonl")[:step]
+        rows = [row for _, row in _parse_lines(p, kept)]
+        if len(rows) < step:
+            raise DataError(
+                f"{p}: {len(rows)} lines, but the resume state in {self.resume_dir} is at step {step}: the stream "
+                "lost lines; delete the resume state to train this run again from the start"
+            )
         p.write_text("".join(line + "\n" for line in kept))
         if self.with_curves:  # evaluations after the resume point are redone; a fresh start redoes step 0 too
             lines = self._take_back(self.eval_partial, self.out_dir / "eval.jsonl")
-            lines = [line for line in lines if json.loads(line)["step"] <= step] if step > 0 else []
+            lines = [line for line, row in _parse_lines(self.eval_partial, lines, torn_tail=True)
+                     if step > 0 and row["step"] <= step]  # fmt: skip
             self.eval_partial.write_text("".join(line + "\n" for line in lines))
         self._metrics = open(p, "a")  # noqa: SIM115 - closed by close()
-        return [json.loads(line) for line in kept]
+        return rows
 
     @staticmethod
     def _take_back(partial: Path, final: Path) -> list[str]:
@@ -113,7 +135,7 @@ class RunFiles:
         went) the published file, which goes back to being partial."""
         if not partial.exists() and final.exists():
             os.replace(final, partial)
-        return partial.read_text().splitlines() if partial.exists() else []
+        return partial.read_text(encoding="utf-8").splitlines() if partial.exists() else []
 
     def log(self, row: dict) -> None:
         if self._metrics is not None:
@@ -129,28 +151,7 @@ class RunFiles:
         if self._metrics is not None:
             self._metrics.close()
         if self.rank == 0:
-            with contextlib.suppress(FileNotFoundError):
-                if (self.out_dir / ".lock").read_text().strip() == str(os.getpid()):
-                    (self.out_dir / ".lock").unlink()
-
-    def _lock(self) -> None:
-        lock = self.out_dir / ".lock"
-        while True:
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = lock.read_text().strip() if lock.exists() else ""
-                if holder.isdigit() and int(holder) != os.getpid() and _alive(int(holder)):
-                    raise RunLockedError(
-                        f"{self.out_dir}: process {holder} is writing this run folder; wait for it, or stop it "
-                        "and run again (a killed run's lock is taken over)"
-                    ) from None
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return
+            release_folder_lock(self.out_dir)
 
     def publish_streams(self) -> None:
         """The finished run's ``metrics.jsonl`` and ``eval.jsonl`` under their real names (rank 0)."""
@@ -164,14 +165,39 @@ class RunFiles:
             shutil.rmtree(self.resume_dir)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+def _parse_lines(path: Path, lines: list[str], torn_tail: bool = False) -> list[tuple[str, dict]]:
+    """(line, row) of a stream's JSON lines, each an object with an integer ``step``; a bad line is refused with
+    ``path`` and its number, except (``torn_tail``) a last line cut by a kill while it was written, which is left
+    out (it is after the resume point: the state is saved after the line is written)."""
+    out = []
+    for lineno, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            if torn_tail and lineno == len(lines):
+                break
+            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise DataError(f"{path}:{lineno}: expected a JSON object with an integer 'step'")
+        out.append((line, row))
+    return out
+
+
+def data_summary(plan: Plan, report: EncodeReport | None) -> str:
+    """One line for the log at the start of training: the demonstrations the length policy dropped or cut, and those
+    the batch arithmetic leaves out of every epoch (the tail that fills no train batch)."""
+    parts = []
+    if report is not None:
+        parts.append(
+            f"{report.n_records} demonstrations read, {report.n_kept} kept; "
+            f"{report.n_dropped + report.n_no_response_left} dropped by the length limit, "
+            f"{report.n_truncated} truncated"
+        )
+    parts.append(
+        f"{plan.dropped_per_epoch} of {plan.n_examples} left out of every epoch (train_batch_size "
+        f"{plan.cfg.train_batch_size} fills {plan.batches_per_epoch} train batches)"
+    )
+    return "data: " + "; ".join(parts)
 
 
 def inject_fault(point: int | str) -> None:

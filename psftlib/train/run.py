@@ -11,7 +11,7 @@ from typing import Any
 from transformers.utils import logging as hf_logging
 
 from psftlib.config import Profile, load_profile, parse_overrides
-from psftlib.data import encode_all, read_jsonl
+from psftlib.data import EncodeReport, check_unknown_rate, encode_all, read_jsonl
 from psftlib.eval import make_training_evaluator, read_initial_curves, selection_score
 from psftlib.runtime import init_distributed, launched_processes, set_threads
 from psftlib.train.loop import train
@@ -37,6 +37,30 @@ def in_training_eval(
     }
 
 
+def length_warnings(
+    source: Path, report: EncodeReport, max_length: int | None, context: int | None, policy: str
+) -> list[str]:
+    """Warnings for the log: demonstrations longer than the limit (``max_length``, else the model's context length
+    ``context``) and what the length policy did with them; a ``max_length`` beyond the context length."""
+    lines = []
+    if max_length is not None and context is not None and max_length > context:
+        lines.append(
+            f"warning: max_length {max_length} is longer than the model's context length {context} "
+            "(max_position_embeddings): sequences in between train past it"
+        )
+    over = report.n_dropped + report.n_truncated + report.n_no_response_left
+    if over:
+        limit = (
+            f"max_length {max_length}" if max_length is not None else f"the model's context length {context}"
+        )
+        lines.append(
+            f"warning: {source}: {over} of {report.n_records} demonstrations are longer than {limit} tokens: "
+            f"{report.n_dropped + report.n_no_response_left} dropped, {report.n_truncated} truncated "
+            f"(truncation: {policy!r})"
+        )
+    return lines
+
+
 def train_run(
     profile: str | Path | Profile,
     run: str,
@@ -56,9 +80,13 @@ def train_run(
     if not lay.base.exists():
         raise FileNotFoundError(f"{lay.base}: no base model; build the world first (snakemake world)")
     model, tokenizer = load_checkpoint(lay.base)
-    examples, report = encode_all(
-        tokenizer, read_jsonl(lay.data / "train.jsonl"), cfg.max_length, cfg.truncation
-    )
+    data = lay.data / "train.jsonl"
+    context = getattr(model.config, "max_position_embeddings", None)
+    limit = cfg.max_length if cfg.max_length is not None else context
+    examples, report = encode_all(tokenizer, read_jsonl(data), limit, cfg.truncation)
+    for line in length_warnings(data, report, cfg.max_length, context, cfg.truncation):
+        print(line, file=sys.stderr)
+    check_unknown_rate(tokenizer, (e.input_ids for e in examples), str(data))
     curves: dict[str, Any] = {}
     if cfg.fsdp and launched_processes() > 1:
         # the in-training evaluation generates on rank 0 with the whole model: not under FSDP

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from psftlib.data import atomic_write, encode_all, write_jsonl
+from psftlib.data import DataError, atomic_write, encode_all, read_json, write_jsonl
 from psftlib.worlds.pretrain import PretrainConfig, pretrain
 from psftlib.worlds.small import make_datasets, vocabulary_corpus
 
@@ -61,16 +61,40 @@ def load_tokenizer(path: str | Path) -> Any:
 
     path = Path(path)
     if not (path / "tokenizer.json").exists():
-        raise FileNotFoundError(f"{path}: no tokenizer.json (build the world first)")
-    return PreTrainedTokenizerFast.from_pretrained(str(path))
+        raise FileNotFoundError(
+            f"{path}: no tokenizer.json; expected a checkpoint folder with its tokenizer (the base model: build "
+            "the world first)"
+        )
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    except Exception as err:  # transformers / tokenizers errors do not name the file
+        _unreadable(
+            path, ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"), "tokenizer", err
+        )
 
 
 def check_checkpoint(path: str | Path) -> Path:
     """A folder that holds a Hugging Face model, else a clear error naming it."""
     path = Path(path)
+    if (path / "checkpoint" / "config.json").exists() and not (path / "tokenizer.json").exists():
+        raise FileNotFoundError(
+            f"{path}: not a Hugging Face checkpoint folder but a run folder; its checkpoint is {path / 'checkpoint'}"
+        )
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint folder (no config.json)")
+    if "model_type" not in read_json(path / "config.json", "a Hugging Face model config"):
+        raise DataError(f"{path / 'config.json'}: no model_type; not a Hugging Face checkpoint folder")
     return path
+
+
+def _unreadable(folder: Path, names: tuple[str, ...], what: str, err: Exception) -> None:
+    """Raise :class:`DataError` naming the file of ``folder`` that broke loading ``what``: the first of ``names``
+    that is not valid JSON (file and line), else the folder with the loader's own message."""
+    for name in names:
+        if name.endswith(".json") and (folder / name).exists():
+            read_json(folder / name, f"the checkpoint's {name}")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    raise DataError(f"{folder}: the {what} ({', '.join(names)}) cannot be loaded: {first}") from err
 
 
 def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
@@ -79,7 +103,11 @@ def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
 
     path = check_checkpoint(path)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except Exception as err:  # e.g. a truncated model.safetensors: safetensors' error does not name the file
+        weights = tuple(sorted(p.name for p in path.glob("*.safetensors"))) or ("model weights",)
+        _unreadable(path, ("config.json", "generation_config.json", *weights), "model", err)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psftlib.data import write_jsonl
+from psftlib.data import DataError, json_lines, read_json, write_jsonl
 
 # datasets and pyarrow are imported where a hub dataset or a Parquet file is read (optional, heavy)
 
@@ -21,7 +20,7 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 TokenCounter = Callable[[str], int]
 
 
-class LoaderError(ValueError):
+class LoaderError(DataError):
     """A missing file, a malformed row or a missing field; the message names the source, row and field."""
 
 
@@ -49,32 +48,29 @@ def is_local(source: str | Path) -> bool:
 
 
 def read_table(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a local JSONL, JSON (a list of objects) or Parquet file."""
+    """Rows of a local JSONL, JSON (a list of objects) or Parquet file; a file that cannot be read is refused with
+    its name (and line)."""
     path = Path(path)
     if not path.exists():
         raise LoaderError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise LoaderError(f"{path}: not valid JSON ({err.msg})") from None
-        if not isinstance(rows, list):
-            raise LoaderError(f"{path}: expected a JSON list of objects")
-        return rows
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise LoaderError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-    return rows
+                return pq.read_table(path).to_pylist()
+            except Exception as err:  # pyarrow's errors do not name the file
+                raise LoaderError(f"{path}: not a readable Parquet file ({err})") from None
+        if path.suffix == ".json":
+            rows = read_json(path, "a JSON list of objects")
+            if not isinstance(rows, list):
+                raise LoaderError(f"{path}: expected a JSON list of objects")
+            return rows
+        return [row for _, row in json_lines(path)]
+    except DataError as err:
+        if isinstance(err, LoaderError):
+            raise
+        raise LoaderError(str(err)) from None
 
 
 def load_rows(source: str | Path, config: str | None = None, split: str = "train") -> list[dict[str, Any]]:
