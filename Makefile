@@ -26,13 +26,16 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 # Snakemake sets OMP_NUM_THREADS per job from the profile's `threads` (1: two jobs side by side on 2 cores).
+# The README's results block is regenerated from the default profile's findings (psftlib.report.readme).
 reproduce: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE)
+	if [ "$(PROFILE)" = mini ]; then $(BIN)/python -m psftlib.report.readme; fi
 
 # Redraw mode: only the figure, table, findings and report rules exist (see the Snakefile); --forceall re-runs all of
 # them, whatever the file times of a fresh clone.
 figures: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE) redraw=true --forceall
+	if [ "$(PROFILE)" = mini ]; then $(BIN)/python -m psftlib.report.readme; fi
 
 test: $(STAMP)
 	$(BIN)/ruff check .

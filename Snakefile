@@ -125,7 +125,7 @@ for art in ARTIFACTS:
             src=sources(art.notebook),
             results=art.inputs(P),
         output:
-            **art.outputs(P),
+            **reported_outputs(art),
         params:
             slice=slice_of("figures", "calibration", "eval", "seed_replicates", "grpo", "dpo"),
             flags=art.shell_params(P),

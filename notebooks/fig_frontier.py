@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 from psftlib.config import load_profile
 from psftlib.layout import Layout
 from psftlib.report.analysis import markdown_table, write_table
+from psftlib.report.findings_data import SCORE_DELTA
 from psftlib.report.frontier import describe_comparison, frontier_tests, grid_means
 from psftlib.report.plots import save_figure
 
@@ -79,7 +80,7 @@ lines = [
     "(change over the base model, accuracy on a 0-1 scale). The comparison: an ANCOVA of out-of-domain change on "
     "method, in-domain gain and gain² over the runs in the in-domain range both methods reach, a t-test on the "
     "method term (Holm-adjusted over the comparisons), and a TOST for equivalence within ±"
-    f"{spec['equivalence_margin']:g} (`psftlib/report/frontier.py`).",
+    f"{SCORE_DELTA:g} (`psftlib/report/frontier.py`).",
     "",
     "## Verdicts",
     "",

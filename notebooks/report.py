@@ -12,11 +12,12 @@
 # ---
 
 # %% [markdown]
-# # Report: every table and figure of this run, beside the paper's, with a verdict per finding
+# # Proximal Supervised Fine-Tuning, reproduced: every table and figure beside the paper's, with a verdict per finding
 #
 # Executed by `snakemake` (rule `report`) and converted to `results/report.html` (`results/<profile>/report.html`
-# for other profiles). It only reads what the other rules wrote: figures, tables, findings, the PSFT run's token
-# traces, Snakemake's per-rule benchmark files; nothing is computed here that a table does not already hold.
+# for other profiles), a page that opens offline. It only reads what the other rules wrote: figures, tables,
+# findings, the PSFT run's token traces, Snakemake's per-job benchmark files; nothing is computed here that a
+# table does not already hold. Each figure and table links to the notebook that made it.
 
 # %% tags=["parameters"]
 profile: str = "mini"  # config/<profile>.yaml
@@ -25,24 +26,39 @@ trace_example: int = 0  # which traced demonstration
 max_tokens: int = 400  # cut the rendering after this many tokens
 
 # %%
+import mistune
 from IPython.display import HTML, Image, Markdown, display
 
+from psftlib.artifacts import reported
+from psftlib.config import load_profile
 from psftlib.report.html import (
     benchmarks_table,
-    figure_list,
     findings_markdown,
+    headline,
+    notebook_link,
     provenance,
     render_trace,
-    table_list,
     table_markdown,
 )
 
-display(Markdown(provenance(profile)))
+prof = load_profile(profile)
+display(Markdown(f"Profile `{prof.name}`: {prof.data.get('description', '')}. Provenance at the end."))
+
+# %% [markdown]
+# ## Headline
+#
+# The verdicts of `results/findings.md` in brief. A finding *holds* or *does not hold* when its test says so at
+# 5 %; *equivalent within ±δ* when a TOST puts the difference inside a margin stated before the runs;
+# otherwise it is *inconclusive*. The frontier compares the methods at equal in-domain gain, which a single
+# learning rate cannot.
+
+# %%
+display(Markdown(headline(profile)))
 
 # %% [markdown]
 # ## Findings
-# Each numbered finding of the paper as a test on this run (`psftlib/findings.py`); the noise rule is stated in
-# `results/findings.md`.
+# Each numbered finding of the paper as a test on this run (`psftlib/report/findings.py`); the statistics are
+# stated in `results/findings.md`.
 
 # %%
 display(Markdown(findings_markdown(profile)))
@@ -51,18 +67,24 @@ display(Markdown(findings_markdown(profile)))
 # ## Figures
 
 # %%
-for name, caption, path in figure_list(profile):  # every figure of config/artifacts.yaml this profile builds
-    display(Markdown(f"### {name}\n\n{caption}"))
-    display(Image(filename=str(path)) if path.exists() else Markdown(f"*missing: {path}*"))
+for out in reported(prof):  # every figure of config/artifacts.yaml this profile builds, in its order
+    if out.kind != "figure":
+        continue
+    title, _, caption = out.caption.partition(": ")
+    link = notebook_link(out.artifact, profile)
+    display(Markdown(f"### {title}\n\n{caption}\n\n*Made by [`notebooks/{out.artifact}.py`]({link}).*"))
+    display(Image(filename=str(out.path)) if out.path.exists() else Markdown(f"*missing: {out.path}*"))
 
 # %% [markdown]
 # ## Tables (ours beside the paper's)
 
 # %%
-for name, caption, path in table_list(profile):  # every table of config/artifacts.yaml this profile builds
-    display(
-        Markdown(f"*{caption}*\n\n" + (table_markdown(path) if path.exists() else f"### {name}\n\n*missing*"))
-    )
+for out in reported(prof):  # every table of config/artifacts.yaml this profile builds
+    if out.kind != "table":
+        continue
+    link = notebook_link(out.artifact, profile)
+    text = table_markdown(out.path) if out.path.exists() else f"### {out.stem}\n\n*missing*"
+    display(Markdown(f"{text}\n\n*{out.caption} Made by [`notebooks/{out.artifact}.py`]({link}).*"))
 
 # %% [markdown]
 # ## A demonstration, token by token, early and late in training
@@ -75,7 +97,15 @@ for name, caption, path in table_list(profile):  # every table of config/artifac
 display(HTML(render_trace(profile, trace_run, trace_example, max_tokens)))
 
 # %% [markdown]
-# ## Wall time per rule (Snakemake `benchmark:` files; this machine, this run)
+# ## Provenance
 
 # %%
-display(Markdown(benchmarks_table(profile)))
+display(Markdown(provenance(profile)))
+
+# %% [markdown]
+# ## Wall time per job (Snakemake `benchmark:` files of the run that produced these results)
+
+# %%
+display(
+    HTML(f"<details><summary>Show the table</summary>{mistune.html(benchmarks_table(profile))}</details>")
+)

@@ -24,9 +24,9 @@ from psftlib.layout import CONFIG_DIR, PAPER_DIR, Layout
 REGISTRY_PATH = CONFIG_DIR / "artifacts.yaml"
 WHEN = ("figures", "calibration", "frontier", "grpo", "dpo", "always")
 PARAMS = ("runs", "smooth", "run", "cold_starts")
-READ_KINDS = ("metrics", "curves", "evals")
+READ_KINDS = ("metrics", "curves", "evals", "tokens")
 RUN_SELECTIONS = ("runs", "runs+replicates", "base+runs", "table1", "first_run", "all_runs", "all", "calibration",
-                  "base+calibration", "base+frontier", "post")  # fmt: skip
+                  "base+calibration", "base+frontier", "post", "trained")  # fmt: skip
 KEYS = ("paper", "when", "params", "reads", "paper_tables", "figures", "tables", "csv", "findings")
 
 
@@ -91,6 +91,7 @@ class Artifact:
             "base+calibration": lambda: ["base", *profile.calibration_runs],
             "base+frontier": lambda: ["base", *profile.with_replicates(profile.frontier_runs)],
             "post": lambda: [f"{cold}+{self.when}" for cold in runs],
+            "trained": lambda: [*profile.runs, *profile.post_runs],
         }[selection]()
 
     def inputs(self, profile: Any) -> list[str]:
@@ -106,6 +107,8 @@ class Artifact:
                     else ["in_domain", "out_of_domain"]
                 )
                 files += [lay.rel(lay.eval(r, s)) for r in runs for s in sets]
+            elif read["kind"] == "tokens":  # runs that sample their tokens (token_sample_rate > 0)
+                files += [lay.rel(lay.run(r) / "tokens.parquet") for r in runs if _samples_tokens(profile, r)]
             else:
                 name = "metrics.jsonl" if read["kind"] == "metrics" else "eval.jsonl"
                 files += [lay.rel(lay.run(r) / name) for r in runs]
@@ -159,6 +162,10 @@ class Artifact:
             *(Output(self.name, "figure", s, c, lay.figure(s)) for s, c in self.figures.items()),
             *(Output(self.name, "table", s, c, lay.table(s)) for s, c in self.tables.items()),
         ]
+
+
+def _samples_tokens(profile: Any, run: str) -> bool:
+    return run in profile.runs and profile.run_config(run).token_sample_rate > 0
 
 
 def _check(name: str, entry: Any) -> Artifact:

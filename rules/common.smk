@@ -27,3 +27,22 @@ def train_priority(run):
     DPO -> eval -> Table 3 -> report), 1 for the others; post-training 1, everything else 0."""
     epochs = {r: P.run_config(r).epochs for r in P.runs}
     return 1 + int(epochs[run] > min(epochs.values()))
+
+
+def reported_outputs(art):
+    """An artifact's outputs, its figures (PNG) and tables (Markdown) marked for Snakemake's own report
+    (`snakemake --report`) with the registry's caption and the paper's numbering as category."""
+    captions = {**{f"{stem}_png": c for stem, c in art.figures.items()}, **{f"{stem}_md": c for stem, c in art.tables.items()}}
+    return {
+        key: report(path, caption=caption_file(key, captions[key]), category=art.paper) if key in captions else path
+        for key, path in art.outputs(P).items()
+    }
+
+
+def caption_file(key, text):
+    """Snakemake reads a report caption from a file: the registry's caption, written under .snakemake/captions/."""
+    path = Path(workflow.basedir) / ".snakemake" / "captions" / f"{key}.rst"
+    if not path.exists() or path.read_text() != text + "\n":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    return str(path)

@@ -41,6 +41,7 @@ from psftlib.report.findings_data import (
     grad_norm_stat,
     sawtooth_excess,
 )
+from psftlib.report.frontier import frontier_findings
 from psftlib.report.stats import (
     FAILS,
     HOLDS,
@@ -71,8 +72,6 @@ class Finding:
 def _frontier_rows(profile: str, root: Path) -> list[dict[str, Any]]:
     """The frontier's rows; one *not run* row naming the first missing output while its runs are unfinished (the
     pipeline's findings rule waits for them; a notebook run by hand may not)."""
-    from psftlib.report.frontier import frontier_findings
-
     try:
         return frontier_findings(profile, root)
     except FileNotFoundError as err:

@@ -17,7 +17,8 @@ The test (fixed before the runs), for each method against ``frontier.reference``
   coefficient is the out-of-domain difference at equal in-domain gain, tested by its t statistic with the residual
   degrees of freedom; a quadratic in gain because a frontier bends; a second fit with a method x gain interaction
   reports whether the difference changes along the frontier;
-* **equivalence**: TOST at the profile's ``frontier.equivalence_margin`` δ (the 90 % interval inside ±δ);
+* **equivalence**: TOST at the findings' score margin δ = ``SCORE_DELTA`` (five points of accuracy,
+  :mod:`psftlib.report.findings_data`; the 90 % interval inside ±δ);
 * **multiple comparisons**: the comparisons against the reference form one family; their difference p-values are
   Holm-adjusted (statsmodels ``multipletests``).
 
@@ -40,6 +41,7 @@ from statsmodels.stats.multitest import multipletests
 
 from psftlib.config import ROOT, load_profile, replicates
 from psftlib.report.analysis import domain_means, domains_of, final_scores
+from psftlib.report.findings_data import SCORE_DELTA
 
 ALPHA = 0.05
 MIN_POINTS = 3  # per method inside the common support; fewer: inconclusive (too few points to compare)
@@ -139,7 +141,7 @@ def frontier_tests(profile: str, root: Path = ROOT) -> tuple[pd.DataFrame, list[
     spec = prof.data["frontier"]
     points = frontier_points(profile, root)
     others = [m for m in spec["methods"] if m != spec["reference"]]
-    rows = [compare(points, m, spec["reference"], spec["equivalence_margin"]) for m in others]
+    rows = [compare(points, m, spec["reference"], SCORE_DELTA) for m in others]
     return points, decide(rows)
 
 

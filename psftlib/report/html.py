@@ -7,12 +7,13 @@ import argparse
 import html
 import importlib.metadata
 import math
+import os
 import platform
+import re
 from pathlib import Path
 
 import pandas as pd
 
-from psftlib.artifacts import reported
 from psftlib.config import load_profile
 from psftlib.data import atomic_write
 from psftlib.layout import ROOT, Layout
@@ -20,22 +21,6 @@ from psftlib.report.analysis import markdown_table, provenance_line, run_dir
 
 PACKAGES = ("torch", "transformers", "trl", "lm_eval", "accelerate", "snakemake", "papermill", "jupytext",
             "numpy", "pandas", "matplotlib")  # fmt: skip
-
-
-def figure_list(profile: str, root: Path = ROOT) -> list[tuple[str, str, Path]]:
-    """``(stem, caption, png path)`` of every figure the profile builds (``config/artifacts.yaml``, in its order)."""
-    lay = Layout(profile, root)
-    return [
-        (o.stem, o.caption, lay.figure(o.stem)) for o in reported(load_profile(profile)) if o.kind == "figure"
-    ]
-
-
-def table_list(profile: str, root: Path = ROOT) -> list[tuple[str, str, Path]]:
-    """``(stem, caption, markdown path)`` of every table the profile builds (``config/artifacts.yaml``)."""
-    lay = Layout(profile, root)
-    return [
-        (o.stem, o.caption, lay.table(o.stem)) for o in reported(load_profile(profile)) if o.kind == "table"
-    ]
 
 
 def table_markdown(path: Path) -> str:
@@ -128,18 +113,106 @@ def benchmarks_table(profile: str, root: Path = ROOT) -> str:
     )
 
 
+def findings_rows(profile: str, root: Path = ROOT) -> list[dict[str, str]]:
+    """The rows of ``results/findings.md``'s verdict table: ``id``, ``claim``, ``verdict`` (and the other columns)."""
+    path = Layout(profile, root).findings
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
+    if not lines:
+        return []
+    names = [c.strip().split(" (")[0] for c in lines[0].strip("|").split("|")]  # "claim (paper)" -> "claim"
+    rows = [
+        dict(zip(names, (c.strip() for c in line.strip("|").split("|")), strict=False)) for line in lines[1:]
+    ]
+    return [
+        {**r, "verdict": r.get("verdict", "").strip("*")} for r in rows if r.get("id") and r["id"] != "id"
+    ]
+
+
+def headline(profile: str, root: Path = ROOT) -> str:
+    """Markdown: what holds, what does not, what is equivalent or undecided, the frontier first (it decides the
+    paper's central claim at equal in-domain gain), from ``results/findings.md``."""
+    rows = findings_rows(profile, root)
+    if not rows:
+        return "*No findings yet (results/findings.md is written by the `findings` rule).*"
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        key = "equivalent" if r["verdict"].startswith("equivalent") else r["verdict"]
+        groups.setdefault(key, []).append(f"{r['id']} ({r['claim'].split(' (')[0]})")
+    counts = ", ".join(f"{v}: {len(ids)}" for v, ids in groups.items())
+    frontier = [r for r in rows if r["id"].startswith("frontier")]
+    lines = [f"**{len(rows)} findings tested** ({counts}).", ""]
+    if frontier:
+        lines += ["**At equal in-domain gain** (the learning-rate frontier):", ""]
+        lines += [f"- {r['id'].removeprefix('frontier: ')}: **{r['verdict']}**" for r in frontier]
+        lines.append("")
+    for verdict in ("holds", "does not hold", "equivalent", "inconclusive", "within noise", "not run"):
+        if verdict in groups:
+            lines += [f"**{verdict.capitalize()}:** " + "; ".join(groups[verdict]), ""]
+    return "\n".join(lines)
+
+
+def notebook_link(name: str, profile: str, root: Path = ROOT) -> str:
+    """A relative link from the report to the notebook that made an artifact (``notebooks/<name>.py``)."""
+    report_dir = Layout(profile, root).report.parent
+    return os.path.relpath(root / "notebooks" / f"{name}.py", report_dir)
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;line-height:1.45}
+nav{position:fixed;top:0;left:0;bottom:0;width:16rem;overflow-y:auto;padding:1rem;background:#f6f6f6;
+    border-right:1px solid #ddd;font-size:0.85rem}
+nav ul{padding-left:1rem;margin:0.2rem 0} nav a{color:#035;text-decoration:none}
+main{margin-left:18rem;padding:1rem 2rem;max-width:72rem}
+table{border-collapse:collapse;font-size:0.8rem;margin:0.5rem 0 1rem} td,th{border:1px solid #ccc;
+    padding:2px 6px;text-align:right;vertical-align:top} th{background:#eee;white-space:normal}
+td:first-child,th:first-child{text-align:left}
+img{max-width:100%;height:auto} pre{white-space:pre-wrap} .anchor-link{display:none}
+@media (max-width:900px){nav{position:static;width:auto;border:0} main{margin-left:0}}
+"""
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page: a table of contents from the body's h2/h3 headings, the body, no script and
+    nothing loaded from elsewhere."""
+    toc, depth = [], 2
+    for level, anchor, text in re.findall(r'<h([23])\s+id="([^"]+)"[^>]*>(.*?)</h\1>', body, flags=re.S):
+        text = re.sub(r"<[^>]+>", "", text).replace("¶", "").strip()
+        level = int(level)
+        if level > depth:
+            toc.append("<ul>")
+        elif level < depth:
+            toc.append("</ul>")
+        depth = level
+        toc.append(f'<li><a href="#{anchor}">{html.escape(text, quote=False)}</a></li>')
+    toc.append("</ul>" * (depth - 2))
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n<nav><b>Contents</b><ul>{''.join(toc)}</ul></nav>\n"
+        f"<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
+
+
 def to_html(notebook: str | Path, out: str | Path) -> Path:
-    """Convert an executed notebook to a standalone HTML page without code cells, written atomically."""
+    """Convert the executed report notebook to a self-contained HTML page (no code cells, no scripts, no CDN),
+    titled by its first heading, with a table of contents; written atomically."""
     import nbconvert  # deferred: only the conversion needs it, not the report notebook that imports this module
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = nbconvert.HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)\
-        .from_notebook_node(nb)  # fmt: skip
+    exporter = nbconvert.HTMLExporter(
+        template_name="basic", exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    )
+    body, _ = exporter.from_notebook_node(nb)
+    body = re.sub(r"<script\b.*?</script>", "", body, flags=re.S)  # widget state etc.: nothing here needs it
+    title = re.search(r"<h1[^>]*>(.*?)</h1>", body, flags=re.S)
+    title_text = re.sub(r"<[^>]+>", "", title.group(1)).replace("¶", "").strip() if title else "Report"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out) as f:
-        f.write(body)
+        f.write(page(title_text, body))
     return out
 
 
