@@ -137,7 +137,8 @@ for art in ARTIFACTS:
         conda:
             "environment.lock.yml"
         shell:
-            "OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} {params.flags} > {log} 2>&1"
+            "(OMP_NUM_THREADS=1 {params.runner} {input.notebook} {output.notebook} {params.flags} "
+            "&& python -m psftlib.report.html --code {output.notebook} {output.executed}) > {log} 2>&1"
 
 
 rule report:

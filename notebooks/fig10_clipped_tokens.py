@@ -87,7 +87,7 @@ ax.legend(frameon=False, fontsize=8, title="pooled (diamonds)", title_fontsize=8
 for i, phase in enumerate(phases):
     cax = fig.add_subplot(grid[i + 1])
     g = stats[(stats["phase"] == phase) & (stats["clipped"] > 0)]
-    words = g[[word_type(t) in ("reflective word", "other word") for t in g["token_text"]]]
+    words = g[g["token_text"].map(word_type).isin(["reflective word", "other word"])]
     counts = words.set_index("token_text")["clipped"]
     cax.axis("off")
     cax.set_title(

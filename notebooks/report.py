@@ -72,7 +72,7 @@ for out in reported(prof):  # every figure of config/artifacts.yaml this profile
         continue
     title, _, caption = out.caption.partition(": ")
     link = notebook_link(out.artifact, profile)
-    display(Markdown(f"### {title}\n\n{caption}\n\n*Made by [`notebooks/{out.artifact}.py`]({link}).*"))
+    display(Markdown(f"### {title}\n\n{caption}\n\n*M{link[1:]}.*"))
     display(Image(filename=str(out.path)) if out.path.exists() else Markdown(f"*missing: {out.path}*"))
 
 # %% [markdown]
@@ -84,7 +84,7 @@ for out in reported(prof):  # every table of config/artifacts.yaml this profile 
         continue
     link = notebook_link(out.artifact, profile)
     text = table_markdown(out.path) if out.path.exists() else f"### {out.stem}\n\n*missing*"
-    display(Markdown(f"{text}\n\n*{out.caption} Made by [`notebooks/{out.artifact}.py`]({link}).*"))
+    display(Markdown(f"{text}\n\n*{out.caption} M{link[1:]}.*"))
 
 # %% [markdown]
 # ## A demonstration, token by token, early and late in training

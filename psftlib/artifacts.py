@@ -116,7 +116,7 @@ class Artifact:
 
     def outputs(self, profile: Any) -> dict[str, str]:
         """Named outputs (relative to the project root): each figure's ``png`` and ``pdf``, each table's ``md`` and
-        ``csv``, the extra CSVs, the findings and the executed notebook."""
+        ``csv``, the extra CSVs, the findings, the executed notebook and its page (``executed``, committed)."""
         lay: Layout = profile.layout
         out: dict[str, str] = {}
         for stem in self.figures:
@@ -129,6 +129,7 @@ class Artifact:
             out[f"{stem}_csv"] = lay.rel(lay.table(stem, "csv"))
         if self.findings:
             out["findings"] = lay.rel(lay.findings)
+        out["executed"] = lay.rel(lay.executed(self.name))
         out["notebook"] = lay.rel(lay.notebook(self.name))
         return out
 

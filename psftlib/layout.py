@@ -109,6 +109,11 @@ class Layout:
     def report(self) -> Path:
         return self._outputs("results") / "report.html"
 
+    def executed(self, name: str) -> Path:
+        """A figure or table notebook as the pipeline ran it, code and outputs, as a page
+        (``results/executed[/<profile>]/<name>.html``; the report links to it)."""
+        return self._outputs("results", "executed") / f"{name}.html"
+
     # ---- by-products: executed notebooks, logs, per-job benchmarks ----
     def notebook(self, name: str) -> Path:
         """An executed notebook (``results/notebooks/<profile>/<name>.ipynb``)."""

@@ -139,7 +139,7 @@ def headline(profile: str, root: Path = ROOT) -> str:
     groups: dict[str, list[str]] = {}
     for r in rows:
         key = "equivalent" if r["verdict"].startswith("equivalent") else r["verdict"]
-        groups.setdefault(key, []).append(f"{r['id']} ({r['claim'].split(' (')[0]})")
+        groups.setdefault(key, []).append(f"{r['id']}: {r['claim'].split(' (')[0] or r['claim']}")
     counts = ", ".join(f"{v}: {len(ids)}" for v, ids in groups.items())
     frontier = [r for r in rows if r["id"].startswith("frontier")]
     lines = [f"**{len(rows)} findings tested** ({counts}).", ""]
@@ -154,9 +154,12 @@ def headline(profile: str, root: Path = ROOT) -> str:
 
 
 def notebook_link(name: str, profile: str, root: Path = ROOT) -> str:
-    """A relative link from the report to the notebook that made an artifact (``notebooks/<name>.py``)."""
-    report_dir = Layout(profile, root).report.parent
-    return os.path.relpath(root / "notebooks" / f"{name}.py", report_dir)
+    """Markdown: relative links from the report to the notebook that made an artifact (``notebooks/<name>.py``) and
+    to that notebook as the pipeline ran it (``results/executed/<name>.html``)."""
+    lay = Layout(profile, root)
+    source = os.path.relpath(root / "notebooks" / f"{name}.py", lay.report.parent)
+    executed = os.path.relpath(lay.executed(name), lay.report.parent)
+    return f"made by [`notebooks/{name}.py`]({source}) ([as run]({executed}))"
 
 
 STYLE = """
@@ -169,6 +172,7 @@ table{border-collapse:collapse;font-size:0.8rem;margin:0.5rem 0 1rem} td,th{bord
     padding:2px 6px;text-align:right;vertical-align:top} th{background:#eee;white-space:normal}
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto} pre{white-space:pre-wrap} .anchor-link{display:none}
+.jp-InputArea pre,.input_area pre{background:#f4f4f4;padding:0.5em;font-size:0.8rem}
 @media (max-width:900px){nav{position:static;width:auto;border:0} main{margin-left:0}}
 """
 
@@ -195,15 +199,16 @@ def page(title: str, body: str) -> str:
     )
 
 
-def to_html(notebook: str | Path, out: str | Path) -> Path:
-    """Convert the executed report notebook to a self-contained HTML page (no code cells, no scripts, no CDN),
-    titled by its first heading, with a table of contents; written atomically."""
+def to_html(notebook: str | Path, out: str | Path, code: bool = False) -> Path:
+    """Convert an executed notebook to a self-contained HTML page (no scripts, no CDN), titled by its first heading,
+    with a table of contents; written atomically. The report without its code cells; with ``code``, a figure or table
+    notebook as the pipeline ran it (papermill's injected-parameters cell shows what it was given)."""
     import nbconvert  # deferred: only the conversion needs it, not the report notebook that imports this module
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
     exporter = nbconvert.HTMLExporter(
-        template_name="basic", exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+        template_name="basic", exclude_input=not code, exclude_input_prompt=True, exclude_output_prompt=True
     )
     body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r"<script\b.*?</script>", "", body, flags=re.S)  # widget state etc.: nothing here needs it
@@ -217,10 +222,11 @@ def to_html(notebook: str | Path, out: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description="executed report notebook -> standalone HTML (no code cells)"
-    )
+    parser = argparse.ArgumentParser(description="executed notebook -> self-contained HTML page")
     parser.add_argument("notebook")
     parser.add_argument("out")
+    parser.add_argument(
+        "--code", action="store_true", help="keep the code cells (default: outputs only, the report)"
+    )
     args = parser.parse_args()
-    print(to_html(args.notebook, args.out))
+    print(to_html(args.notebook, args.out, code=args.code))
