@@ -14,7 +14,7 @@ from psftlib.config import ConfigError, load_profile, parse_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of one training run (the same arguments :func:`psftlib.train.run.main` reads)."""
+    """The command line of one training run (:func:`psftlib.train.run.main` trains from its parsed arguments)."""
     parser = argparse.ArgumentParser(
         prog="python -m psftlib.train", description="Train one run of a profile (any objective of the paper)."
     )
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     from psftlib.train.run import main as run  # torch, transformers: only once the arguments are known good
 
-    run(argv)
+    run(args)
 
 
 if __name__ == "__main__":

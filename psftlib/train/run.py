@@ -97,19 +97,8 @@ def train_run(
                  progress=progress, encode_report=report, **curves)  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m psftlib.train", description="Train one run of a profile (any objective of the paper)."
-    )
-    parser.add_argument("--profile", default="mini", help="profile name (config/<name>.yaml) or a YAML path")
-    parser.add_argument("--run", required=True, help="run name under runs: in the profile")
-    parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields"
-    )
-    parser.add_argument("--out", default=None, help="output folder (default results/runs/<profile>/<run>)")
-    parser.add_argument("--initial-curves", default=None, metavar="PATH",
-                        help="the base model's in-training evaluation (psftlib.eval --initial-curves): step 0")  # fmt: skip
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> None:
+    """Train the run of already-checked command-line arguments (the parser: :mod:`psftlib.train.__main__`)."""
     set_threads(load_profile(args.profile)["threads"])
     init_distributed()
     train_run(args.profile, args.run, parse_overrides(args.set), args.out, initial_curves=args.initial_curves)
