@@ -35,6 +35,7 @@ from psftlib.report.analysis import markdown_table, write_table
 from psftlib.report.findings_data import SCORE_DELTA
 from psftlib.report.frontier import describe_comparison, frontier_tests, grid_means
 from psftlib.report.plots import save_figure
+from psftlib.report.styles import METHODS
 
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
@@ -47,22 +48,22 @@ means
 # %%
 NAMES = {"sft": "SFT (1 step per train batch)", "psft": "PSFT (8 clipped steps per train batch)",
          "sft_as_psft": "SFT with PSFT's 8 steps, no clip (control)"}  # fmt: skip
-COLOURS = {"sft": "#d62728", "psft": "#1f77b4", "sft_as_psft": "#ff7f0e"}
+COLOURS = {m: METHODS[m][1] for m in spec["methods"] if m in METHODS}  # the colours of every other figure
 fig, ax = plt.subplots(figsize=(7.6, 4.8))
 for method in spec["methods"]:
     colour = COLOURS.get(method)
     seeds = points[points["method"] == method]
     grid = means[means["method"] == method]
-    ax.scatter(seeds["in_domain_gain"], seeds["ood_change"], s=12, alpha=0.35, color=colour, lw=0)
-    ax.errorbar(grid["in_domain_gain"], grid["ood_change"], xerr=grid["in_domain_gain_sd"],
-                yerr=grid["ood_change_sd"], color=colour, marker="o", ms=6, lw=1.6, capsize=2,
+    ax.scatter(100 * seeds["in_domain_gain"], 100 * seeds["ood_change"], s=12, alpha=0.35, color=colour, lw=0)
+    ax.errorbar(100 * grid["in_domain_gain"], 100 * grid["ood_change"], xerr=100 * grid["in_domain_gain_sd"],
+                yerr=100 * grid["ood_change_sd"], color=colour, marker="o", ms=6, lw=1.6, capsize=2,
                 label=NAMES.get(method, method))  # fmt: skip
     for _, row in grid.iterrows():
-        ax.annotate(f"{row['lr']:g}", (row["in_domain_gain"], row["ood_change"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7, color=colour)  # fmt: skip
+        ax.annotate(f"{row['lr']:g}", (100 * row["in_domain_gain"], 100 * row["ood_change"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)  # fmt: skip
 ax.axhline(0, color="0.6", lw=0.8, ls=":")
-ax.set_xlabel("in-domain gain over the base model (accuracy, 0-1)")
-ax.set_ylabel("out-of-domain change over the base model (accuracy, 0-1)")
+ax.set_xlabel("in-domain gain over the base model (accuracy, percentage points)")
+ax.set_ylabel("out-of-domain change over the base model\n(accuracy, percentage points)")
 ax.set_title(f"Operating-point frontier ({profile}): points = seeds, bars = seed sd, labels = learning rate",
              fontsize=9)  # fmt: skip
 ax.grid(alpha=0.3)
@@ -77,7 +78,7 @@ lines = [
     "# The operating-point frontier: out-of-domain skill at equal in-domain gain",
     "",
     "Each method over its learning-rate grid (`frontier:` in the profile), every run's final evaluation a point "
-    "(change over the base model, accuracy on a 0-1 scale). The comparison: an ANCOVA of out-of-domain change on "
+    "(change over the base model, in percentage points). The comparison: an ANCOVA of out-of-domain change on "
     "method, in-domain gain and gain² over the runs in the in-domain range both methods reach, a t-test on the "
     "method term (Holm-adjusted over the comparisons), and a TOST for equivalence within ±"
     f"{SCORE_DELTA:g} (`psftlib/report/frontier.py`).",
