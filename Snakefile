@@ -148,6 +148,8 @@ rule report:
         notebook="notebooks/report.py",
         src=sources("notebooks/report.py", "psftlib.report.html"),
         outputs=REPORTED,
+        # what the runs' data lost (each run's config.json) and the data card: the small world writes them
+        data=[] if P["world"]["kind"] == "hub" else [f"{RUNS}/{r}/config.json" for r in P.runs] + [f"{DATA}/card.md"],
     output:
         html=REPORT,
         notebook=LAY.rel(LAY.notebook("report")),

@@ -33,6 +33,7 @@ from psftlib.artifacts import reported
 from psftlib.config import load_profile
 from psftlib.report.html import (
     benchmarks_table,
+    data_hygiene,
     findings_markdown,
     headline,
     notebook_link,
@@ -85,6 +86,12 @@ for out in reported(prof):  # every table of config/artifacts.yaml this profile 
     link = notebook_link(out.artifact, profile)
     text = table_markdown(out.path) if out.path.exists() else f"### {out.stem}\n\n*missing*"
     display(Markdown(f"{text}\n\n*{out.caption} M{link[1:]}.*"))
+
+# %% [markdown]
+# ## Data: what each run trained on, and what it lost
+
+# %%
+display(Markdown(data_hygiene(profile)))
 
 # %% [markdown]
 # ## A demonstration, token by token, early and late in training

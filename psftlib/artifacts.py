@@ -24,7 +24,7 @@ from psftlib.layout import CONFIG_DIR, PAPER_DIR, Layout
 REGISTRY_PATH = CONFIG_DIR / "artifacts.yaml"
 WHEN = ("figures", "calibration", "frontier", "grpo", "dpo", "always")
 PARAMS = ("runs", "smooth", "run", "cold_starts")
-READ_KINDS = ("metrics", "curves", "evals", "tokens")
+READ_KINDS = ("metrics", "curves", "evals")
 RUN_SELECTIONS = ("runs", "runs+replicates", "base+runs", "table1", "first_run", "all_runs", "all", "calibration",
                   "base+calibration", "base+frontier", "post", "trained")  # fmt: skip
 KEYS = ("paper", "when", "params", "reads", "paper_tables", "figures", "tables", "csv", "findings")
@@ -107,11 +107,10 @@ class Artifact:
                     else ["in_domain", "out_of_domain"]
                 )
                 files += [lay.rel(lay.eval(r, s)) for r in runs for s in sets]
-            elif read["kind"] == "tokens":  # runs that sample their tokens (token_sample_rate > 0)
-                files += [lay.rel(lay.run(r) / "tokens.parquet") for r in runs if _samples_tokens(profile, r)]
-            else:
-                name = "metrics.jsonl" if read["kind"] == "metrics" else "eval.jsonl"
-                files += [lay.rel(lay.run(r) / name) for r in runs]
+            elif read["kind"] == "curves":  # hub SFT-stage runs keep no curves (psftlib.train.hub)
+                files += [lay.rel(lay.run(r) / "eval.jsonl") for r in runs if _keeps_curves(profile, r)]
+            else:  # a run's tokens.parquet / traces.parquet are written with its metrics.jsonl, which stands for them
+                files += [lay.rel(lay.run(r) / "metrics.jsonl") for r in runs]
         return files
 
     def outputs(self, profile: Any) -> dict[str, str]:
@@ -165,8 +164,9 @@ class Artifact:
         ]
 
 
-def _samples_tokens(profile: Any, run: str) -> bool:
-    return run in profile.runs and profile.run_config(run).token_sample_rate > 0
+def _keeps_curves(profile: Any, run: str) -> bool:
+    """Whether a run writes ``eval.jsonl``: post-training runs always, SFT-stage runs outside the hub world."""
+    return run in profile.post_runs or profile.data["world"]["kind"] != "hub"
 
 
 def _check(name: str, entry: Any) -> Artifact:

@@ -25,7 +25,7 @@ def test_the_report_is_self_contained_and_shows_every_artifact():
     assert "<nav>" in page and 'href="#Headline"' in page  # the table of contents, the headline first
     for out in reported(load_profile(DEFAULT_PROFILE)):
         assert f"notebooks/{out.artifact}.py" in page, f"{out.stem}: no link to its notebook"
-    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    images = re.findall(r'<img[^>]* src="data:image/png;base64,([^"]+)"', page)
     figures = [o for o in reported(load_profile(DEFAULT_PROFILE)) if o.kind == "figure"]
     assert len(images) >= len(figures) and all(len(i) > 1000 for i in images)
     assert "<details><summary>" in page  # the wall-time table, collapsed

@@ -180,16 +180,25 @@ def smallest_lr_reaching_best(rows: list[dict[str, Any]], tolerance: float) -> d
 
 
 def scores_table(profile: str, runs: list[str], task_sets: list[str], root: Path = ROOT) -> pd.DataFrame:
-    """Rows: runs (``base`` first if listed); columns: every task's avg@k, then ``in_domain`` / ``out_of_domain``."""
-    domains = domains_of(profile)
+    """Rows: runs (``base`` first if listed); columns: every task's avg@k, then ``in_domain`` / ``out_of_domain``,
+    their standard deviations over seeds (``in_domain_sd`` / ``out_of_domain_sd``) and ``seeds``. A run the profile
+    repeats (``seed_replicates``) shows the mean over its seeds; a run with one seed has no spread (NaN)."""
+    prof = load_profile(profile)
+    domains = domains_of(prof)
     rows = {}
     for run in runs:
-        scores = final_scores(profile, run, task_sets, root)
-        rows[run] = {**scores, **domain_means(scores, domains)}
+        per_seed = []
+        for r in replicates(prof, run) if run in prof.runs else [run]:
+            scores = final_scores(profile, r, task_sets, root)
+            per_seed.append({**scores, **domain_means(scores, domains)})
+        frame = pd.DataFrame(per_seed)
+        rows[run] = {**frame.mean().to_dict(), "seeds": len(frame)}
+        rows[run].update({f"{d}_sd": frame[d].std(ddof=1) if len(frame) > 1 else np.nan for d in domains})
     table = pd.DataFrame(rows).T
     in_domain = sorted(c for c in table if c in domains["in_domain"])
     out_of_domain = [c for c in table if c in domains["out_of_domain"]]
-    return table[[*in_domain, "in_domain", *out_of_domain, "out_of_domain"]]
+    return table[[*in_domain, "in_domain", "in_domain_sd", *out_of_domain, "out_of_domain", "out_of_domain_sd",
+                  "seeds"]]  # fmt: skip
 
 
 def selected_table(profile: str, runs: list[str], task_sets: list[str], root: Path = ROOT) -> pd.DataFrame:

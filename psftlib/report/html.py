@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import html
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -95,6 +96,35 @@ def render_trace(profile: str, run: str, example: int, max_tokens: int = 400, ro
     return "\n".join(parts)
 
 
+def data_hygiene(profile: str, root: Path = ROOT) -> str:
+    """Markdown: per run, what its data lost before training (from each run's ``config.json``): records read,
+    dropped or truncated by the length policy, dropped every epoch by the batch arithmetic; then the data card."""
+    prof = load_profile(profile)
+    lay = Layout(profile, root)
+    rows = {}
+    for run in prof.runs:
+        path = lay.run(run) / "config.json"
+        if not path.exists():
+            continue
+        cfg = json.loads(path.read_text())
+        policy = cfg.get("length_policy") or {}
+        rows[run] = {
+            "records": policy.get("n_records"), "kept": policy.get("n_kept"),
+            "dropped (too long)": policy.get("n_dropped"), "truncated": policy.get("n_truncated"),
+            "max length": cfg.get("max_length") or "model's context", "dropped per epoch (batching)":
+            cfg.get("examples_dropped_per_epoch"),
+        }  # fmt: skip
+    table = (
+        markdown_table(pd.DataFrame(rows).T, "run") if rows else "*no run has written its config.json yet*"
+    )
+    card = lay.data / "card.md"
+    card_text = table_markdown(card) if card.exists() else ""
+    return "\n\n".join([
+        "Unknown words are checked when a run starts: above 0.1 % of a dataset's tokens the run stops "
+        "(`psftlib.data.DEFAULT_MAX_UNK_RATE`).", table, card_text,
+    ])  # fmt: skip
+
+
 def benchmarks_table(profile: str, root: Path = ROOT) -> str:
     """Markdown: wall time and peak memory of every job, from Snakemake's ``benchmark:`` files."""
     folder = Layout(profile, root).benchmarks
@@ -145,7 +175,10 @@ def headline(profile: str, root: Path = ROOT) -> str:
     lines = [f"**{len(rows)} findings tested** ({counts}).", ""]
     if frontier:
         lines += ["**At equal in-domain gain** (the learning-rate frontier):", ""]
-        lines += [f"- {r['id'].removeprefix('frontier: ')}: **{r['verdict']}**" for r in frontier]
+        lines += [
+            f"- {r['id'].removeprefix('frontier: ')}: **{r['verdict']}**; {r.get('numbers', '')}"
+            for r in frontier
+        ]
         lines.append("")
     for verdict in ("holds", "does not hold", "equivalent", "inconclusive", "within noise", "not run"):
         if verdict in groups:
@@ -212,6 +245,9 @@ def to_html(notebook: str | Path, out: str | Path, code: bool = False) -> Path:
     )
     body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r"<script\b.*?</script>", "", body, flags=re.S)  # widget state etc.: nothing here needs it
+    body = body.replace(
+        f"{ROOT}/", ""
+    )  # paths a notebook printed, relative to the project: the same on any clone
     title = re.search(r"<h1[^>]*>(.*?)</h1>", body, flags=re.S)
     title_text = re.sub(r"<[^>]+>", "", title.group(1)).replace("¶", "").strip() if title else "Report"
     out = Path(out)
