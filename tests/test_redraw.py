@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from psftlib.artifacts import present
+from psftlib.artifacts import load_artifacts, present
 from psftlib.config import ROOT, load_profile
 
 PROVENANCE = re.compile(rb"Produced at commit[^\n]*|at commit <code>[^<]*</code>[^\n]*")
@@ -56,6 +56,14 @@ def test_make_figures_redraws_everything_from_committed_results(tmp_path):
         if ours != committed and PROVENANCE.sub(b"", ours) != PROVENANCE.sub(b"", committed):
             differ.append(f)
     assert not differ, f"re-drawn outputs differ from the committed ones: {differ}"
+
+    # Snakemake's own report shows the marked outputs with the registry's captions
+    report = tmp_path / "snakemake_report.html"
+    cmd = [sys.executable, "-m", "snakemake", "--config", "redraw=true", "--report", str(report)]
+    done = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    caption = load_artifacts()["fig1_entropy"].figures["fig1_entropy"]
+    assert caption.split(";")[0] in report.read_text()
 
     # and nothing new outside the scratch folders
     new = [
