@@ -99,7 +99,8 @@ class Artifact:
         lay: Layout = profile.layout
         files = [lay.rel(PAPER_DIR / f"{t}.csv") for t in self.paper_tables]
         for read in self.reads:
-            runs = self.select(profile, read["runs"])
+            # tables and figures show a repeated run's seeds (mean ± sd, bands): every seed's file is read
+            runs = list(dict.fromkeys(profile.with_replicates(self.select(profile, read["runs"]))))
             if read["kind"] == "evals":
                 sets = (
                     profile.final_task_sets

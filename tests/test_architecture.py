@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from psftlib.artifacts import load_artifacts, present, reported
-from psftlib.config import ROOT, load_profile, objective_names
+from psftlib.config import ROOT, load_profile, objective_names, replicates
 from psftlib.layout import DEFAULT_PROFILE
 from psftlib.sources import graph, sources
 
@@ -179,3 +179,16 @@ def test_every_present_artifact_reads_files_the_dag_makes():
     for art in present(prof):
         assert art.inputs(prof), art.name
         assert yaml.safe_load(yaml.safe_dump(art.params_of(prof)))["profile"] == "smoke"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "mini"])
+def test_an_artifact_waits_for_every_seed_of_the_runs_it_shows(profile):
+    """Tables show a repeated run's seed mean ± sd and figures its seed band: each seed's outputs must be inputs
+    of the rule, or Snakemake may run the notebook before the replicates are evaluated."""
+    prof = load_profile(profile)
+    for art in present(prof):
+        inputs = set(art.inputs(prof))
+        for read in art.reads:
+            for run in art.select(prof, read["runs"]):
+                for seed_run in replicates(prof, run)[1:]:
+                    assert any(f"/{seed_run}/" in f for f in inputs), f"{art.name}: does not read {seed_run}"
