@@ -130,15 +130,6 @@ def per_epoch(metrics: pd.DataFrame, evals: pd.DataFrame | None = None) -> pd.Da
     return out
 
 
-def describe(x: Any) -> str:
-    """A number for a Markdown table: 3 decimals, '—' for missing."""
-    if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
-        return "—"
-    if isinstance(x, (float, np.floating)):
-        return f"{x:.3g}" if 0 < abs(x) < 0.01 else f"{x:.3f}"  # learning rates keep their digits
-    return str(x)
-
-
 def run_summary(profile: Any, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, Any]:
     """One row describing a finished run: its settings, final scores, last-epoch NLLs/entropy, clipping, sawtooth.
 
@@ -219,23 +210,13 @@ def selected_table(profile: str, runs: list[str], task_sets: list[str], root: Pa
 def seed_spread_table(profile: Any, runs: list[str], root: Path = ROOT) -> pd.DataFrame:
     """Rows: the runs the profile repeats over seeds; columns: in-domain / out-of-domain mean and standard deviation
     over the seeds (the run and its ``<run>_seed<k>`` copies) and the number of seeds. Empty without replicates."""
-    domains = domains_of(profile)
-    rows = {}
-    for run in runs:
-        names = replicates(profile, run)
-        if len(names) < 2:
-            continue
-        per_seed = pd.DataFrame(
-            [domain_means(final_scores(profile.name, r, list(DOMAINS), root), domains) for r in names]
-        )
-        rows[run] = {
-            "in_domain_mean": per_seed["in_domain"].mean(),
-            "in_domain_sd": per_seed["in_domain"].std(ddof=1),
-            "out_of_domain_mean": per_seed["out_of_domain"].mean(),
-            "out_of_domain_sd": per_seed["out_of_domain"].std(ddof=1),
-            "seeds": len(names),
-        }
-    return pd.DataFrame(rows).T
+    repeated = [run for run in runs if len(replicates(profile, run)) > 1]
+    if not repeated:
+        return pd.DataFrame()
+    table = scores_table(profile.name, repeated, list(DOMAINS), root)
+    return table[["in_domain", "in_domain_sd", "out_of_domain", "out_of_domain_sd", "seeds"]].rename(
+        columns={"in_domain": "in_domain_mean", "out_of_domain": "out_of_domain_mean"}
+    )
 
 
 def curves(profile: str | Profile, run: str, root: Path = ROOT) -> pd.DataFrame:
