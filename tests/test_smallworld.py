@@ -149,3 +149,25 @@ def test_skill_tasks_run_through_the_harness(smoke_world, tmp_path):
         assert "description" not in yaml.load(
             path.read_text(), Loader=yaml.BaseLoader
         )  # skills: no system prompt
+
+
+def test_data_card_counts_each_splits_unknown_tokens(tmp_path):
+    from psftlib.data import TEXT_FIELDS
+    from psftlib.worlds.build import write_card
+    from psftlib.worlds.small import make_datasets
+
+    sets = make_datasets(WORLD, 0)
+    sets["heldout"][0] = {**sets["heldout"][0], "response": "zyzzyva " + sets["heldout"][0]["response"]}
+    tok = build_tokenizer(vocabulary_corpus())
+    profile = {"world": WORLD, "pretrain": {"epochs": 1, "batch_size": 2, "lr": 1e-3}, "seed": 0,
+               "profile": "test", "model": {}}  # fmt: skip
+    write_card(tmp_path / "card.md", profile, sets, tok, 1000)
+    rows = {
+        line.split(" | ")[0].strip("| "): line for line in (tmp_path / "card.md").read_text().splitlines()
+    }
+    n_heldout = sum(len(tok(r[k], add_special_tokens=False)["input_ids"]) for r in sets["heldout"]
+                    for k in TEXT_FIELDS if r.get(k))  # fmt: skip
+    assert (
+        f"| 1 of {n_heldout} (" in rows["heldout"]
+    )  # the one word outside the vocabulary, counted where it is
+    assert "| 0 of " in rows["train"] and "| 0 of " in rows["prefs"]

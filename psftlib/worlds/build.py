@@ -19,7 +19,17 @@ from typing import Any
 
 import torch
 
-from psftlib.data import DataError, atomic_write, encode_all, read_json, write_jsonl
+from psftlib.data import (
+    DEFAULT_MAX_UNK_RATE,
+    TEXT_FIELDS,
+    DataError,
+    atomic_write,
+    encode_all,
+    read_json,
+    text_token_ids,
+    unknown_tokens,
+    write_jsonl,
+)
 from psftlib.worlds.pretrain import PretrainConfig, pretrain
 from psftlib.worlds.small import make_datasets, vocabulary_corpus
 
@@ -156,11 +166,18 @@ def save_pretrained_atomic(
 
 
 def write_card(
-    path: Path, profile: dict[str, Any], sets: dict[str, list[dict]], vocab: int, n_params: int
+    path: Path, profile: dict[str, Any], sets: dict[str, list[dict]], tokenizer: Any, n_params: int
 ) -> None:
-    """The data card: what the world is, how many of each split, the seed (no wall-clock: results stay identical)."""
+    """The data card: what the world is, how many of each split, the share of each split's tokens that the tokenizer
+    cannot spell (its unknown token), the seed (no wall-clock: results stay identical)."""
     world, pre = profile["world"], profile["pretrain"]
-    count = {name: len(rows) for name, rows in sets.items()}
+    vocab = len(tokenizer)
+
+    def count_and_unknown(rows: list[dict]) -> str:
+        n_unk, n_tokens, _ = unknown_tokens(tokenizer, text_token_ids(tokenizer, rows))
+        return f"{len(rows)} | {n_unk} of {n_tokens} ({n_unk / max(n_tokens, 1):.2%})"
+
+    count = {name: count_and_unknown(rows) for name, rows in sets.items()}
     aside_words = ("wait", "alternatively", "hmm", "verify", "recheck")
 
     def reflective_share(rows: list[dict]) -> float:
@@ -176,8 +193,8 @@ def write_card(
         "prompt, except that `eval_arith` asks a sample of the arithmetic facts the base model is taught (facts are "
         "knowledge, like a knowledge benchmark; the other skills are algorithms, evaluated on unseen inputs).",
         "",
-        "| split | records | what |",
-        "|---|---|---|",
+        "| split | records | unknown tokens | what |",
+        "|---|---|---|---|",
         f"| pretrain | {count['pretrain']} | base corpus: five skills, format instructions, one-step chains |",
         f"| train | {count['train']} | target demonstrations, {world['levels']} terms, asides at {world['aside_prob']} |",
         f"| heldout | {count['heldout']} | more demonstrations of the same kind, never trained on (held-out NLL) |",
@@ -185,6 +202,10 @@ def write_card(
           for k, v in count.items() if k.startswith("eval_")),
         f"| rl | {count['rl']} | target prompts with answers (GRPO) |",
         f"| prefs | {count['prefs']} | preference pairs: format and target prompts; rejected = wrong or unformatted |",
+        "",
+        f"Unknown tokens: tokens of every text field ({', '.join(TEXT_FIELDS)}) that the tokenizer maps to `{UNK}` "
+        "(words outside its vocabulary, which a run would train on as unknown); a dataset above "
+        f"{DEFAULT_MAX_UNK_RATE:.1%} is refused before training (`psftlib.data.check_unknown_rate`).",
         "",
         f"- numbers: sort, compare and arithmetic results in 0..{world['max_value']}, operands "
         f"1..{world['max_operand']}; the vocabulary holds 0..99",
@@ -216,8 +237,6 @@ def build_world(
     history = pretrain(model, examples, tokenizer.pad_token_id, cfg, progress=progress)
     for name, rows in sets.items():
         write_jsonl(data_dir / f"{name}.jsonl", rows)
-    write_card(
-        data_dir / "card.md", profile, sets, len(tokenizer), sum(p.numel() for p in model.parameters())
-    )
+    write_card(data_dir / "card.md", profile, sets, tokenizer, sum(p.numel() for p in model.parameters()))
     write_jsonl(world_dir / "pretrain_metrics.jsonl", history)
     save_pretrained_atomic(model, tokenizer, world_dir / "base")
