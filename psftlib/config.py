@@ -54,6 +54,8 @@ class TrainConfig:
     old_policy_refresh: str | int = "train_batch"  # "train_batch" | k (every k mini batches) | "never" (§5.3)
     sft_warmup_train_batches: int = 0  # plain SFT for this many train batches first ("PSFT + warm-up", §4.1)
     sft_warmup_lr: float | None = None  # lr during the SFT warm-up (None: same lr)
+    # ... or for this share of an epoch, rounded to whole train batches (when the dataset's size is not known upfront)
+    sft_warmup_epochs: float | None = None
     # train only the top-ρ highest-entropy tokens of a batch (App. C.2)
     entropy_top_fraction: float | None = None
     # baselines
@@ -94,7 +96,12 @@ class TrainConfig:
         for big, small in (("train_batch_size", "mini_batch_size"), ("mini_batch_size", "micro_batch_size")):
             if (whole := getattr(self, big)) % (part := getattr(self, small)):
                 raise ConfigError(f"{CODE_SOURCE}: {big}: {whole} is not a multiple of {small} {part}")
-        psft_only = [k for k in ("sft_warmup_train_batches", "entropy_top_fraction") if getattr(self, k)]
+        if self.sft_warmup_train_batches and self.sft_warmup_epochs:
+            raise ConfigError(
+                f"{CODE_SOURCE}: sft_warmup_epochs: set it or sft_warmup_train_batches, not both"
+            )
+        psft_only = [k for k in ("sft_warmup_train_batches", "sft_warmup_epochs", "entropy_top_fraction")
+                     if getattr(self, k)]  # fmt: skip
         if self.objective != "psft" and psft_only:
             raise ConfigError(f"{CODE_SOURCE}: {psft_only[0]}: PSFT only; objective is {self.objective!r}")
         return self

@@ -571,3 +571,45 @@ def test_hub_run_trains_a_local_model_on_loaded_data(tmp_path):
     assert (tmp_path / "out" / "metrics.jsonl").exists() and (
         tmp_path / "out" / "checkpoint" / "config.json"
     ).exists()
+
+
+@pytest.mark.parametrize("name", ["mini", "paper"])
+def test_both_profiles_configure_table6_warmup_and_baselines_by_one_rule(name):
+    """§5.3 varies the steps per refresh through the mini batch at a fixed train batch and lr; the warm-up (length and
+    lr unstated) takes half and one epoch at SFT lr / steps per train batch; DFT and iw-SFT (unstated) run as SFT."""
+    prof = load_profile(name)
+    psft, sft = prof.run_config("psft"), prof.run_config("sft")
+    for k in (4, 16):
+        cfg = prof.run_config(f"psft_refresh{k}")
+        assert (cfg.steps_per_train_batch, cfg.old_policy_refresh) == (k, "train_batch")
+        assert (cfg.train_batch_size, cfg.lr) == (psft.train_batch_size, psft.lr)
+
+    def warmup_epochs(
+        cfg,
+    ) -> float:  # the small world knows its size upfront; the hub's is known after filtering
+        per_epoch = (
+            prof["world"]["n_train"] // cfg.train_batch_size if prof["world"]["kind"] == "small" else None
+        )
+        return cfg.sft_warmup_epochs or cfg.sft_warmup_train_batches / per_epoch
+
+    warmups = [prof.run_config(r) for r in prof.runs if prof.run_config(r).sft_warmup_train_batches
+               or prof.run_config(r).sft_warmup_epochs]  # fmt: skip
+    assert sorted(map(warmup_epochs, warmups)) == [0.5, 1.0]
+    for cfg in warmups:
+        assert cfg.sft_warmup_lr * cfg.steps_per_train_batch == pytest.approx(sft.lr)
+    for run in ("dft", "iw_sft"):
+        cfg = prof.run_config(run)
+        assert (cfg.steps_per_train_batch, cfg.lr) == (sft.steps_per_train_batch, sft.lr)
+
+
+def test_a_warmup_in_epochs_is_rounded_to_whole_train_batches():
+    from psftlib.config import ConfigError, TrainConfig
+    from psftlib.train.plan import Plan
+
+    cfg = TrainConfig(
+        objective="psft", train_batch_size=4, mini_batch_size=2, micro_batch_size=2, sft_warmup_epochs=0.5
+    )
+    plan = Plan(cfg, n_examples=22)  # 5 train batches per epoch: half an epoch is 2 (round half to even)
+    assert plan.first_psft_step == 2 * 2 and plan.objective(3) == "sft" and plan.objective(4) == "psft"
+    with pytest.raises(ConfigError, match="sft_warmup_epochs: set it or sft_warmup_train_batches, not both"):
+        TrainConfig(objective="psft", sft_warmup_epochs=0.5, sft_warmup_train_batches=2)

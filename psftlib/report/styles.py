@@ -44,8 +44,8 @@ NOT_A_VARIANT = {
     "objective",
 }  # fmt: skip
 # the order variants are listed in within a method (first: the controls and learning-rate grids)
-FIELD_ORDER = ["steps_per_train_batch", "lr", "sft_warmup_train_batches", "sft_warmup_lr", "epochs", "clip_high",
-               "clip_low", "old_policy_refresh", "entropy_top_fraction"]  # fmt: skip
+FIELD_ORDER = ["steps_per_train_batch", "lr", "sft_warmup_train_batches", "sft_warmup_epochs", "sft_warmup_lr", "epochs",
+               "clip_high", "clip_low", "old_policy_refresh", "entropy_top_fraction"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _shade(color: str, amount: float) -> str:
 def _method(cfg: TrainConfig, steps: dict[str, int]) -> str:
     """The method a run belongs to: its objective, PSFT + warm-up, or ``<objective>_as_<other>`` (an objective at
     another objective's step structure; ``steps``: each objective's reference steps per train batch)."""
-    if cfg.objective == "psft" and cfg.sft_warmup_train_batches > 0:
+    if cfg.objective == "psft" and (cfg.sft_warmup_train_batches > 0 or cfg.sft_warmup_epochs):
         return "psft_warmup"
     own = steps.get(cfg.objective, cfg.steps_per_train_batch)
     other = next((o for o, n in steps.items() if o != cfg.objective and n == cfg.steps_per_train_batch), None)
@@ -116,6 +116,8 @@ def _phrase(field: str, value: Any) -> str | None:
         return f"{_num(value)} epochs"
     if field == "sft_warmup_train_batches":
         return f"{value} train batches of SFT warm-up"
+    if field == "sft_warmup_epochs":
+        return f"{_num(value)} epochs of SFT warm-up"
     if field == "sft_warmup_lr":
         return None
     return f"{field.replace('_', ' ')} {_num(value)}"
@@ -142,6 +144,9 @@ def _label(objective: str, diffs: dict[str, Any], references: dict[str, dict[str
         rest.insert(0, f"lr {_num(references[objective]['lr'])} ({name}'s)")
     if "sft_warmup_train_batches" in diffs:
         name = f"{name} + warm-up ({diffs['sft_warmup_train_batches']} train batches)"
+        rest = [p for p in rest if "warm-up" not in p]
+    elif diffs.get("sft_warmup_epochs"):
+        name = f"{name} + warm-up ({_num(diffs['sft_warmup_epochs'])} epochs)"
         rest = [p for p in rest if "warm-up" not in p]
     at = " and ".join(f"{other}'s {' and '.join(w)}" for other, w in borrowed.items())
     label = f"{name} at {at}" if at else name

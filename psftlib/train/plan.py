@@ -40,7 +40,8 @@ class Plan:
         self.n_steps = self.n_train_batches * self.steps_per_train_batch
         self.dropped_per_epoch = self.n_examples - self.batches_per_epoch * c.train_batch_size
         self._orders: dict[int, list[int]] = {}
-        self.first_psft_step = c.sft_warmup_train_batches * self.steps_per_train_batch
+        warmup = c.sft_warmup_train_batches or round((c.sft_warmup_epochs or 0) * self.batches_per_epoch)
+        self.first_psft_step = warmup * self.steps_per_train_batch
 
     def order(self, epoch: int) -> list[int]:
         """Seeded shuffle of epoch ``epoch`` (a function of seed and epoch only: resumable without state)."""
@@ -67,7 +68,7 @@ class Plan:
         return self.order(epoch)[start : start + self.per_rank]
 
     def objective(self, step: int) -> str:
-        """The objective of ``step``: plain SFT during PSFT's warm-up (``sft_warmup_train_batches``)."""
+        """The objective of ``step``: plain SFT during PSFT's warm-up (``sft_warmup_train_batches`` or ``_epochs``)."""
         return "sft" if step < self.first_psft_step else self.cfg.objective
 
     def lr(self, step: int) -> float:
