@@ -47,6 +47,7 @@ class TrainConfig:
     adam_eps: float = 1e-8
     warmup_steps: int = 0  # linear warm-up of the lr over this many optimizer steps, then constant
     max_grad_norm: float = 1.0
+    loss_aggregation: str = "global_token_mean"  # | "micro_token_mean" (verl before late 2025): train/step.py
     seed: int = 0
     # PSFT (eq. 6) and its variants
     clip_low: float = 0.2  # ε_low (never acts for A = 1; see objectives.psft_loss)
@@ -73,8 +74,7 @@ class TrainConfig:
     # log_prob_micro_batch_size); None: one mini batch per forward. Larger: fewer, fuller forwards (CPU speed)
     gradient_checkpointing: bool = False
     bf16: bool = False  # bf16 autocast (GPU only; ignored on CPU)
-    # with several processes: shard parameters, gradients and AdamW states (FSDP2, per layer)
-    fsdp: bool = False
+    fsdp: bool = False  # with several processes: shard parameters, gradients, AdamW states (FSDP2, per layer)
     lora_r: int = 0  # > 0: train LoRA adapters of this rank (peft); the reference is the adapters disabled
     lora_alpha: int = 16
     # telemetry and outputs

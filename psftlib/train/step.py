@@ -1,8 +1,21 @@
 """One optimizer step's forward/backward over its micro batches, for any objective of the registry.
 
-The loss of each micro batch is divided by the mini batch's trained-token count summed over all ranks, so the
-accumulated (and, across ranks, summed) gradient is exactly the gradient of the global token-mean: neither
-micro-batching nor the number of processes changes the maths.
+How the token losses of a mini batch are averaged is ``TrainConfig.loss_aggregation`` (:func:`loss_divisors`):
+
+- ``global_token_mean`` (default): each micro batch's summed loss is divided by the mini batch's trained-token count
+  summed over all ranks, so the accumulated (and, across ranks, summed) gradient is exactly the gradient of the
+  global token-mean: neither micro-batching nor the number of processes changes the maths. This is verl's
+  ``token-mean`` since its model-engine workers (volcengine/verl 8ed5bafc0, 2025-11-24, #4211):
+  ``verl/workers/engine/fsdp/transformer_impl.py`` ``forward_backward_batch`` all-reduces ``batch_num_tokens`` over
+  the data-parallel group and ``verl/trainer/ppo/core_algos.py`` ``agg_loss`` divides
+  ``masked_sum(loss_mat, loss_mask) / batch_num_tokens * dp_size`` (FSDP then averages over the dp ranks).
+- ``micro_token_mean``: verl before that change, and still its legacy ``verl/workers/actor/dp_actor.py``
+  ``update_policy``: ``agg_loss`` takes the token mean of each *micro batch* (``masked_mean``), scaled by
+  ``loss_scale_factor = 1 / gradient_accumulation`` (fixed micro batches) or ``response_mask.shape[0] /
+  ppo_mini_batch_size`` (``use_dynamic_bsz``), with the per-GPU mini batch; FSDP averages the ranks. Here: a micro
+  batch of b sequences gets weight b / mini_batch_size on its token mean (= 1 / (accumulation steps x ranks) when
+  micro batches are equal), which is both of verl's factors. It differs from the global mean when micro batches
+  hold different numbers of tokens (short sequences weigh more), and equals it when they hold the same.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ from psftlib.logprobs import (
     token_logprobs,
 )
 from psftlib.objectives import OBJECTIVES, Objective, TokenInputs
-from psftlib.runtime import all_reduce
+from psftlib.runtime import all_reduce, dist
 
 
 class Reference:
@@ -112,6 +125,22 @@ def _forward(
     return out, inputs
 
 
+def loss_divisors(
+    aggregation: str, masks: list[torch.Tensor], num_tokens: float, world: int
+) -> list[float | torch.Tensor]:
+    """What each micro batch's summed token loss is divided by (the objectives' ``num_tokens``), one per micro
+    batch of this rank: ``num_tokens`` (the mini batch's trained tokens over all ranks) for ``global_token_mean``;
+    for ``micro_token_mean`` the micro batch's own token count times ``mini_batch_size / b`` (b: its sequences; every
+    rank holds the same number of sequences), i.e. its token mean weighted by b / mini_batch_size (a device scalar:
+    no host sync)."""
+    if aggregation == "global_token_mean":
+        return [num_tokens] * len(masks)
+    if aggregation != "micro_token_mean":
+        raise ValueError(f"loss_aggregation: {aggregation!r}; allowed: global_token_mean, micro_token_mean")
+    sequences = sum(mask.shape[0] for mask in masks) * world  # the mini batch, all ranks
+    return [mask.sum().clamp(min=1.0) * (sequences / mask.shape[0]) for mask in masks]
+
+
 def backward_mini_batch(
     model: torch.nn.Module,
     micro_batches: list[dict],
@@ -131,12 +160,13 @@ def backward_mini_batch(
         mask = mb["loss_mask"][:, 1:]  # [b, T-1], aligned with logprobs
         masks.append(mask * select[m] if select is not None else mask)
     num_tokens = float(all_reduce(torch.tensor(sum(float(x.sum()) for x in masks), dtype=torch.float64)))
+    divisors = loss_divisors(cfg.loss_aggregation, masks, num_tokens, dist()[0])
     parts, tensors = [], []
     for m, mb in enumerate(micro_batches):
         response_mask, mask = mb["loss_mask"][:, 1:], masks[m]
         with autocast() if autocast else contextlib.nullcontext():
             out, inputs = _forward(
-                model, mb, obj, cfg, mask, num_tokens, old[m] if old is not None else None, reference
+                model, mb, obj, cfg, mask, divisors[m], old[m] if old is not None else None, reference
             )
             loss, metrics = obj.loss(inputs, cfg)
         loss.backward()
