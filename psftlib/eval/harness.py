@@ -13,6 +13,8 @@ Outputs, for ``out = results/eval/<profile>/<run>/<task_set>``::
 
 Backends: ``hf`` (CPU or GPU, batched generation, in-memory models too) and ``vllm`` (GPU; a checkpoint
 folder; dtype, tensor parallel size and memory fraction from config). vLLM is imported only when selected.
+An in-memory model goes to vLLM through :func:`evaluate_saved`: its weights saved to a temporary folder, evaluated
+in a child process (``python -m psftlib.eval.harness <request.json>``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import dataclasses
 import json
 import math
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,7 @@ import torch
 
 from psftlib.data import atomic_write, read_jsonl
 from psftlib.eval.verify import extract_answer, is_correct
-from psftlib.worlds.build import load_checkpoint
+from psftlib.worlds.build import load_checkpoint, save_pretrained_atomic
 
 # lm-eval (and vLLM, when selected) are imported where they are used: `import psftlib.eval` stays light for the
 # training loop, which only calls the harness when it evaluates
@@ -152,7 +157,10 @@ def _lm(model: Any, tokenizer: Any, cfg: EvalConfig):
                 "Install the GPU lock (requirements-gpu.lock) on a GPU machine, or set eval.backend: hf."
             ) from None
         if not isinstance(model, (str, Path)):
-            raise EvalError("eval backend 'vllm' evaluates a saved checkpoint folder, not an in-memory model")
+            raise EvalError(
+                "eval backend 'vllm' evaluates a saved checkpoint folder, not an in-memory model "
+                "(evaluate_saved saves one and evaluates it in a child process)"
+            )
         from lm_eval.models.vllm_causallms import VLLM
 
         return VLLM(pretrained=str(model), dtype=cfg.vllm_dtype, tensor_parallel_size=cfg.vllm_tensor_parallel_size,
@@ -251,6 +259,61 @@ def evaluate(
     return summary
 
 
+def evaluate_saved(
+    model: Any,
+    tokenizer: Any,
+    tasks: list[str],
+    cfg: EvalConfig,
+    data_dir: str | Path | None = None,
+    scratch: str | Path | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate`'s summary of an in-memory ``model`` through a backend that reads checkpoint folders (vLLM):
+    its current weights are saved into a temporary folder (under ``scratch``; default the system's, ``TMPDIR``) and
+    evaluated in a child Python process, then the folder is removed.
+
+    A child, not this process: a vLLM engine built inside a training process would share its CUDA context, its
+    torch.distributed state and the parallel groups of TRL's colocated rollout engine, and would keep its GPU memory
+    after use; the child's engine takes ``cfg.vllm_gpu_memory_utilization`` of the GPU beside the training state and
+    gives everything back when it exits. One process only: a sharded model (FSDP) is refused, not saved in pieces.
+    """
+    dist = torch.distributed
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world > 1:
+        raise EvalError(
+            f"in-training evaluation through a saved checkpoint ({cfg.backend} backend) runs in one process, "
+            f"not {world}: the sharded weights are not gathered yet; set the stage's eval_every: 0 or "
+            "eval.during_training.backend: hf"
+        )
+    with tempfile.TemporaryDirectory(prefix="psft-eval-", dir=scratch) as tmp:
+        checkpoint = Path(tmp) / "checkpoint"
+        save_pretrained_atomic(model, tokenizer, checkpoint)
+        return evaluate_in_child(checkpoint, tasks, cfg, data_dir, Path(tmp) / "eval")
+
+
+def evaluate_in_child(
+    checkpoint: Path, tasks: list[str], cfg: EvalConfig, data_dir: str | Path | None, out: Path
+) -> dict[str, Any]:
+    """:func:`evaluate` of the ``checkpoint`` folder in a child Python process; its summary (``<out>.json``)."""
+    request = out.with_suffix(".request.json")
+    request.parent.mkdir(parents=True, exist_ok=True)
+    request.write_text(json.dumps({"checkpoint": str(checkpoint), "tasks": tasks, "config": dataclasses.asdict(cfg),
+                                   "data_dir": str(data_dir) if data_dir else None, "out": str(out)}))  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "psftlib.eval.harness", str(request)], check=False)
+    if done.returncode:
+        raise EvalError(
+            f"evaluation of {checkpoint} ({cfg.backend} backend) in a child process failed with exit code "
+            f"{done.returncode}; its error is in the log above"
+        )
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def _evaluate_request(path: str) -> None:
+    """The child process of :func:`evaluate_in_child`: evaluate what the request file names, write ``<out>.json``."""
+    request = json.loads(Path(path).read_text())
+    evaluate(request["checkpoint"], request["tasks"], EvalConfig.from_dict(request["config"]),
+             data_dir=request["data_dir"], out=request["out"])  # fmt: skip
+
+
 def _samples_and_scores(res: dict[str, Any]) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Per-sample rows (responses re-scored by the same functions) and per-task scores with standard errors."""
     rows, scores = [], {}
@@ -283,3 +346,7 @@ def _samples_and_scores(res: dict[str, Any]) -> tuple[list[dict], dict[str, dict
             task_scores[f"{m}_stderr"] = math.sqrt(var / n)
         scores[task] = task_scores
     return rows, scores
+
+
+if __name__ == "__main__":  # the child process of evaluate_in_child
+    _evaluate_request(sys.argv[1])

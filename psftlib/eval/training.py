@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from psftlib.data import atomic_write, check_unknown_rate, collate, encode_all, read_json, read_jsonl
-from psftlib.eval.harness import SCORE_KEYS, EvalConfig, EvalError, evaluate
+from psftlib.eval.harness import SCORE_KEYS, EvalConfig, EvalError, evaluate, evaluate_saved
 from psftlib.logprobs import token_logprobs
 from psftlib.worlds.build import load_checkpoint
 
@@ -54,13 +54,22 @@ def profile_eval_config(profile: Any, **changes: Any) -> tuple[EvalConfig, dict[
     return dataclasses.replace(EvalConfig.from_dict(ev), **changes), task_sets
 
 
-def make_training_evaluator(profile: Any, tokenizer: Any):
+def make_training_evaluator(profile: Any, tokenizer: Any, scratch: str | Path | None = None):
     """``evaluator(model) -> {"<task>/<metric>": value}`` on the profile's in-training subset (``eval.during_training``:
-    ``task_set``, ``limit`` problems per task, optional ``repeats``), for the training loop's ``eval.jsonl``."""
+    ``task_set``, ``limit`` problems per task, optional ``repeats``), for the training loop's ``eval.jsonl``.
+
+    Backend: ``eval.during_training.backend``, default ``eval.backend``. ``hf`` evaluates the in-memory model;
+    ``vllm`` (which reads checkpoint folders only) evaluates the current weights saved into a temporary folder under
+    ``scratch`` by a child process (:func:`psftlib.eval.harness.evaluate_saved`), its engine taking
+    ``eval.during_training.vllm_gpu_memory_utilization`` (default ``eval``'s) of the GPU beside training. The
+    teacher-forced statistics always use the in-memory model."""
     during = profile.data["eval"]["during_training"]
     changes = {"limit": during.get("limit")}
     if during.get("repeats"):
         changes["repeats"] = during["repeats"]
+    for key in ("backend", "vllm_gpu_memory_utilization"):
+        if during.get(key) is not None:
+            changes[key] = during[key]
     cfg, task_sets = profile_eval_config(profile, **changes)
     tasks = task_sets[during["task_set"]]
     folder = profile.layout.data
@@ -72,7 +81,10 @@ def make_training_evaluator(profile: Any, tokenizer: Any):
         check_unknown_rate(tokenizer, (e.input_ids for e in scored["heldout"]), str(folder / "heldout.jsonl"))
 
     def evaluator(model: Any) -> dict[str, float]:
-        summary = evaluate(model, tasks, cfg, tokenizer=tokenizer, data_dir=folder)
+        if cfg.backend == "vllm":
+            summary = evaluate_saved(model, tokenizer, tasks, cfg, data_dir=folder, scratch=scratch)
+        else:
+            summary = evaluate(model, tasks, cfg, tokenizer=tokenizer, data_dir=folder)
         out = {f"{t}/{m}": v for t, scores in summary["scores"].items() for m, v in scores.items()
                if m in SCORE_KEYS}  # fmt: skip
         for name, examples in scored.items():

@@ -10,6 +10,13 @@ Paper Table 12 -> ``GRPOSettings`` -> TRL::
     max_response_length 10k, overlong buffer 2k  max_completion_length, overlong_buffer (DAPO soft punishment)
     lr 1e-6, total_training_steps 100            lr, train_batches (generation rounds; 8 optimizer steps each)
 
+Generation: Hugging Face ``generate`` by default (CPU tests, small worlds); with ``use_vllm`` TRL generates the rollouts
+with vLLM (the paper's verl rolls out with vLLM too), colocated in the training processes (``vllm_mode: colocate``,
+``vllm_gpu_memory_utilization`` and ``vllm_tensor_parallel_size`` of each engine) or through a ``trl vllm-serve``
+server (``vllm_mode: server`` at ``vllm_server_host:vllm_server_port``; that server's memory and tensor parallel size
+are set when it is started). vLLM's context is prompt + completion lengths; TRL's default correction of the
+vLLM/trainer sampling mismatch (``vllm_importance_sampling_correction``) is kept. vllm is imported only then.
+
 Reward: 1 if the last ``\\boxed{}`` of a completion equals the reference (the eval harness's math-verify check),
 else 0, plus DAPO's soft overlong punishment (0 up to ``max - buffer`` tokens, then linear down to -1 at the
 maximum). Outputs in ``out_dir``: ``metrics.jsonl``, ``eval.jsonl``, ``checkpoint/``.
@@ -18,9 +25,11 @@ maximum). Outputs in ``out_dir``: ``metrics.jsonl``, ``eval.jsonl``, ``checkpoin
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 from typing import Any
 
+from psftlib.config import ConfigError
 from psftlib.eval.verify import extract_answer, is_correct
 from psftlib.post.common import conversation, device_args, run_trl
 
@@ -46,6 +55,34 @@ class GRPOSettings:
     weight_decay: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 0
+    use_vllm: bool = False  # rollouts with vLLM (TRL) instead of Hugging Face generate
+    vllm_mode: str = "colocate"  # "colocate": an engine in each training process; "server": trl vllm-serve
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: GPU memory share of each engine (TRL's default)
+    vllm_tensor_parallel_size: int = 1  # colocate: GPUs per engine (TRL's default)
+    vllm_server_host: str = "0.0.0.0"  # server mode (TRL's default)
+    vllm_server_port: int = 8000  # server mode (TRL's default)
+
+    def check_vllm(self) -> None:
+        """Refuse ``use_vllm`` when the vllm package cannot be imported (before any model is loaded)."""
+        if self.use_vllm and importlib.util.find_spec("vllm") is None:
+            raise ConfigError(
+                "grpo.use_vllm: true needs the vllm package, which is not installed (it has no CPU build): install "
+                "the GPU lock (requirements-gpu.lock) on a GPU machine, or set grpo.use_vllm: false in the profile"
+            )
+
+    def vllm_args(self) -> dict[str, Any]:
+        """``GRPOConfig``'s vLLM arguments: ``use_vllm=False`` alone unless vLLM generates."""
+        if not self.use_vllm:
+            return {"use_vllm": False}
+        return {
+            "use_vllm": True,
+            "vllm_mode": self.vllm_mode,
+            "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+            "vllm_tensor_parallel_size": self.vllm_tensor_parallel_size,
+            "vllm_server_host": self.vllm_server_host,
+            "vllm_server_port": self.vllm_server_port,
+            "vllm_max_model_length": self.max_prompt_length + self.max_completion_length,
+        }
 
     @property
     def steps_per_train_batch(self) -> int:
@@ -71,7 +108,7 @@ class GRPOSettings:
             steps_per_generation=self.steps_per_train_batch * grad_accum, num_iterations=1,
             learning_rate=self.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=self.weight_decay,
             max_grad_norm=self.max_grad_norm, max_steps=self.train_batches * self.steps_per_train_batch,
-            use_vllm=False, logging_steps=1, report_to=[], log_completions=False, save_strategy="no",
+            **self.vllm_args(), logging_steps=1, report_to=[], log_completions=False, save_strategy="no",
             seed=self.seed, data_seed=self.seed, dataloader_num_workers=0, disable_tqdm=False,
             reward_weights=[1.0, 1.0] if self.overlong_buffer else [1.0], **device_args(),
         )  # fmt: skip
@@ -102,6 +139,7 @@ def run_grpo(
     eval_every: int = 0,
 ) -> list[dict[str, float]]:
     """GRPO from the checkpoint ``cold_start`` on RL ``prompts`` (rows with ``prompt``, ``answer``, ``system``)."""
+    settings.check_vllm()  # before TRL and the model load
     from trl import GRPOTrainer
 
     def dataset_rows(tokenizer: Any) -> list[dict[str, Any]]:
