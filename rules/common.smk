@@ -11,9 +11,8 @@ def run_data(wc):
 
 
 def post_data(stage):
-    """The dataset a post-training stage reads: grpo.dataset / dpo.dataset, or the paper's default."""
-    default = {"grpo": "dapo_math_17k", "dpo": "ultrafeedback_prefs"}[stage]
-    return f"{DATA}/{(P.data.get(stage) or {}).get('dataset', default)}.jsonl"
+    """The dataset a post-training stage reads (psftlib.config.Profile.post_data)."""
+    return LAY.rel(P.post_data(stage))
 
 
 def selected_of(run):

@@ -49,17 +49,16 @@ def main(argv: list[str] | None = None) -> None:
     section = dict(prof.data[args.stage])
     section.pop("cold_starts", None)
     eval_every = section.pop("eval_every", 0)
-    folder = prof.layout.data
     cold = prof.layout.run(args.cold_start) / "checkpoint"
     out = Path(args.out) if args.out else prof.layout.run(f"{args.cold_start}+{args.stage}")
     evaluator = None
     if eval_every:
         evaluator = make_training_evaluator(prof, load_tokenizer(check_checkpoint(cold)))
     if args.stage == "grpo":
-        prompts = read_jsonl(folder / "rl.jsonl", required=("prompt", "answer"))
+        prompts = read_jsonl(prof.post_data("grpo"), required=("prompt", "answer"))
         run_grpo(cold, prompts, GRPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)
     else:
-        pairs = read_jsonl(folder / "prefs.jsonl", required=("prompt", "chosen", "rejected"))
+        pairs = read_jsonl(prof.post_data("dpo"), required=("prompt", "chosen", "rejected"))
         run_dpo(cold, pairs, DPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)
 
 

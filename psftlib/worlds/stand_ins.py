@@ -1,0 +1,326 @@
+"""A tiny hub world: local stand-ins for the paper profile's public models and datasets, so that the real paper
+DAG (``rules/hub.smk`` and the shared figure/table rules) runs end to end on CPU, offline, with
+``config/paper_tiny.yaml``.
+
+:func:`write_hub` writes, once, into a folder that becomes the DAG's project root (``PSFT_ROOT``), each stand-in
+under the hub id the paper uses, so ``from_pretrained("Qwen/Qwen2.5-7B-Instruct")`` and lm-eval's
+``load_dataset("Maxwell-Jia/AIME_2024")`` resolve to local folders of that root (a relative path that exists is
+read from disk before the hub is asked) and the paper's code paths run unchanged::
+
+    Qwen/Qwen2.5-7B-Instruct/      tiny random-init Qwen2ForCausalLM        + byte-level BPE tokenizer
+    meta-llama/Llama-3.1-8B-Instruct/  tiny LlamaForCausalLM                   (one tokenizer for all, trained
+    Qwen/Qwen3-4B-Base/            tiny Qwen3ForCausalLM                      here on the fixtures' text)
+    Qwen/Qwen2.5-VL-7B-Instruct/   tiny Qwen2_5_VLForConditionalGeneration (a 1-block vision tower)
+    Qwen/Qwen3-30B-A3B-Instruct-2507/  tiny Qwen3MoeForCausalLM (4 experts, top 2)
+    <training dataset id>/<split>.jsonl   tests/fixtures/paper/* (config/paper_tiny.yaml names these files)
+    <eval dataset id>/[<config>.jsonl|<split>.jsonl]  tests/fixtures/paper_<task>.jsonl (+ a README naming a config)
+
+:func:`link_project` adds links to this checkout's code, profiles, notebooks and the paper's numbers, so the folder
+is a project root of its own and nothing is written into the checkout's ``results/``::
+
+    python -m psftlib.worlds.stand_ins /tmp/tiny
+    cd /tmp/tiny && PSFT_ROOT=$PWD snakemake --cores 2 --configfile config/paper_tiny.yaml
+
+Nothing is downloaded: the models are built from config with a fixed seed, the tokenizer is trained on the fixtures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# this checkout (not psftlib.layout.ROOT: that is the stand-in folder itself once PSFT_ROOT points there)
+CHECKOUT = Path(__file__).resolve().parent.parent.parent
+FIXTURES = CHECKOUT / "tests" / "fixtures"
+SEED = 0
+VOCAB = 512  # byte-level BPE: every text encodes (no unknown token), short sequences
+SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+]
+# Qwen's chat template, reduced to plain-text turns (what the loaders, the training data and lm-eval send)
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "max_position_embeddings": 4096}  # fmt: skip
+
+# Training datasets: hub id -> (fixture, file name). config/paper_tiny.yaml's paper.datasets.<name>.id is
+# "<hub id>/<file name>" (the loaders read a local file of the hub schema; a folder they would not).
+TRAIN_DATA = {
+    "open-r1/OpenR1-Math-220k": ("paper/openr1_math.jsonl", "train.jsonl"),
+    "BytedTsinghua-SIA/DAPO-Math-17k": ("paper/dapo_math.jsonl", "train.jsonl"),
+    "HuggingFaceH4/ultrafeedback_binarized": ("paper/ultrafeedback_binarized.jsonl", "train_prefs.jsonl"),
+    "hiyouga/geometry3k": ("paper/geometry3k.jsonl", "train.jsonl"),
+    "open-r1/codeforces-cots": ("paper/codeforces_cots.jsonl", "train.jsonl"),
+}
+REPEAT = 16  # training fixtures have 2-5 rows: each row 16 times fills a tiny train batch (TRAIN_BATCH)
+IMAGES = ("paper/geometry3k_0.png", "paper/geometry3k_1.png")  # beside geometry3k's rows, which name them
+
+
+def _architectures(vocab: int, specials: dict[str, int]) -> dict[str, Any]:
+    """``hub id -> transformers config`` of a tiny model of each architecture the paper trains."""
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
+    from transformers.models.qwen2_5_vl import Qwen2_5_VLConfig
+
+    ids = {
+        "pad_token_id": specials["<|endoftext|>"],
+        "eos_token_id": specials["<|im_end|>"],
+        "bos_token_id": None,
+    }
+    common = {"vocab_size": vocab, "tie_word_embeddings": True, **TINY, **ids}
+    text = {**common, "head_dim": TINY["hidden_size"] // TINY["num_attention_heads"]}
+    vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "fullatt_block_indexes": [0]}  # fmt: skip
+    vl_text = {**common, "rope_scaling": {"type": "mrope", "mrope_section": [2, 2, 4]}}
+    return {
+        "Qwen/Qwen2.5-7B-Instruct": Qwen2Config(**common),
+        "meta-llama/Llama-3.1-8B-Instruct": LlamaConfig(**common),
+        "Qwen/Qwen3-4B-Base": Qwen3Config(**text),
+        "Qwen/Qwen2.5-VL-7B-Instruct": Qwen2_5_VLConfig(
+            text_config=vl_text,
+            vision_config=vision,
+            image_token_id=specials["<|image_pad|>"],
+            vision_start_token_id=specials["<|vision_start|>"],
+            vision_end_token_id=specials["<|vision_end|>"],
+            tie_word_embeddings=True,
+            **ids,
+        ),
+        "Qwen/Qwen3-30B-A3B-Instruct-2507": Qwen3MoeConfig(
+            **text, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1
+        ),
+    }
+
+
+def _texts() -> list[str]:
+    """Every string of every fixture (the tokenizer's training text)."""
+
+    def strings(value: Any):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+
+    out = []
+    for path in sorted(FIXTURES.rglob("*.json*")):
+        text = path.read_text()
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else [
+            json.loads(text)]  # fmt: skip
+        out += [s for row in rows for s in strings(row)]
+    return out
+
+
+def build_tokenizer() -> Any:
+    """A byte-level BPE tokenizer (``tokenizers``, trained offline on the fixtures' text) with Qwen's special
+    tokens and a chat template, as a ``PreTrainedTokenizerFast`` (pad ``<|endoftext|>``, EOS ``<|im_end|>``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(_texts(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                                   model_max_length=TINY["max_position_embeddings"])  # fmt: skip
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def write_models(root: Path) -> list[str]:
+    """Each architecture's tiny model (seed :data:`SEED`) and the tokenizer under ``root/<hub id>``; returns the ids."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
+
+    tokenizer = build_tokenizer()
+    specials = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
+    written = []
+    for hub_id, config in _architectures(len(tokenizer), specials).items():
+        torch.manual_seed(SEED)
+        auto = AutoModelForImageTextToText if getattr(config, "vision_config", None) else AutoModelForCausalLM
+        model = auto.from_config(config).float()
+        model.generation_config = GenerationConfig(
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        )
+        folder = root / hub_id
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        written.append(hub_id)
+    return written
+
+
+def _eval_tasks() -> dict[str, tuple[str, str | None, str]]:
+    """Our paper_* lm-eval tasks: ``task -> (dataset_path, dataset_name, test_split)`` from their YAMLs."""
+    import yaml
+
+    out = {}
+    for path in sorted((CHECKOUT / "psftlib" / "eval" / "tasks").glob("paper_*.yaml")):
+        raw = yaml.load(path.read_text(), Loader=_IgnoreTags)
+        out[raw["task"]] = (raw["dataset_path"], raw.get("dataset_name"), raw.get("test_split", "test"))
+    return out
+
+
+class _IgnoreTags(__import__("yaml").SafeLoader):
+    """A YAML loader that reads lm-eval's ``!function`` tags as plain strings."""
+
+
+_IgnoreTags.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_scalar(node))
+
+
+def write_datasets(root: Path) -> list[str]:
+    """The fixtures under ``root/<hub id>/``: training datasets as the files config/paper_tiny.yaml names, the
+    evaluation tasks' data as a local dataset folder lm-eval's ``load_dataset(<hub id>[, <config>])`` reads."""
+    written = []
+    for hub_id, (fixture, name) in TRAIN_DATA.items():
+        (root / hub_id).mkdir(parents=True, exist_ok=True)
+        rows = (FIXTURES / fixture).read_text().strip().splitlines()
+        (root / hub_id / name).write_text("\n".join(rows * REPEAT) + "\n")  # enough rows for a train batch
+        written.append(f"{hub_id}/{name}")
+    for image in IMAGES:
+        shutil.copyfile(FIXTURES / image, root / "hiyouga/geometry3k" / Path(image).name)
+    for task, (hub_id, config, split) in _eval_tasks().items():
+        folder = root / hub_id
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{config or split}.jsonl"
+        shutil.copyfile(FIXTURES / f"{task}.jsonl", folder / name)
+        if config:  # a named config: the dataset card says which file holds it
+            (folder / "README.md").write_text(
+                f"---\nconfigs:\n- config_name: {config}\n  data_files:\n  - split: {split}\n    path: {name}\n---\n"
+            )
+        written.append(f"{hub_id}/{name}")
+    return written
+
+
+LINKS = (
+    "Snakefile",
+    "rules",
+    "notebooks",
+    "psftlib",
+    "environment.lock.yml",
+    "environment.gpu.lock.yml",
+    "results/paper",
+)
+
+
+def link_project(root: Path, project: Path = CHECKOUT) -> None:
+    """Links from ``root`` to ``project``'s workflow, code, notebooks, the paper's numbers (``results/paper``) and each
+    profile (``config/*``), so ``root`` is a project root of its own (``PSFT_ROOT=root``) whose outputs stay in it."""
+    links = [*LINKS, *(str(p.relative_to(project)) for p in sorted((project / "config").iterdir()))]
+    for name in links:
+        link = root / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink() and name != f"config/{PROFILE}.yaml":
+            link.symlink_to(project / name)
+
+
+PROFILE = "paper_tiny"
+TRAIN_BATCH = (
+    32  # the paper's 256, /8: every mini batch of paper.yaml (256, 64, 32, 16) stays >= 2 (2 processes)
+)
+HIDDEN_SETS = (
+    "ifeval",
+    "alignment_tax",
+    "vlm_text_ood",
+)  # lm-eval's own tasks only: hub data we have no stand-in of
+
+
+def tiny_profile(paper: dict[str, Any]) -> dict[str, Any]:
+    """``config/paper.yaml`` (a mapping) cut to the tiny hub world: every run, run source, cold start, figure and
+    table kept; sizes cut (batches /8, one epoch, 16 generated tokens, 2 samples per problem, 2 GRPO rounds, 2 CPU
+    processes under FSDP), data read from the stand-in files, evaluation on the HF backend with our paper_* tasks only
+    (lm-eval's own tasks need their hub datasets). Any other key is paper.yaml's, so the tiny profile follows it."""
+    tiny = copy.deepcopy(paper)
+    tiny.update(
+        profile=PROFILE, threads=1, description=f"{paper['description']}; tiny CPU stand-ins (stand_ins.py)"
+    )
+    tiny["model"] = {k: TINY[k] for k in paper["model"] if k in TINY}
+    ev = tiny["eval"]
+    sets = {name: [t for t in tasks if t.startswith("paper_")] for name, tasks in ev["task_sets"].items()}
+    ev["task_sets"] = {name: tasks for name, tasks in sets.items() if tasks and name not in HIDDEN_SETS}
+    ev.update(backend="hf", batch_size=8, max_gen_toks=16, include_defaults=False, repeats=2, limit=2)
+    ev["task_sets"]["curves"] = [*ev["task_sets"]["curves"], *ev["task_sets"]["out_of_domain"][:1]]
+    ev["during_training"].update(every_train_batches=1, repeats=2, limit=1)
+    if "backend" in ev["during_training"]:
+        ev["during_training"]["backend"] = "hf"
+    scale = paper["train"]["train_batch_size"] // TRAIN_BATCH
+    tiny["train"].update(train_batch_size=TRAIN_BATCH, mini_batch_size=paper["train"]["mini_batch_size"] // scale,
+                         micro_batch_size=1, epochs=1.0, max_length=TINY["max_position_embeddings"],
+                         logprob_chunk_size=256, gradient_checkpointing=False, bf16=False, checkpoint_every=0)  # fmt: skip
+    for run in tiny["runs"].values():
+        run.update({k: run[k] // scale for k in ("train_batch_size", "mini_batch_size") if k in run})
+        run.update({k: run[k] / 5 for k in ("epochs",) if k in run})  # Table 13's 5 / 10 epochs -> 1 / 2
+        run.update({k: TINY["max_position_embeddings"] for k in ("max_length",) if k in run})
+        run.update({k: 1 for k in ("sft_warmup_train_batches",) if k in run})
+    tiny["grpo"].update(eval_every=1, train_batch_size=2, mini_batch_size=2, micro_batch_size=2, num_generations=2,
+                        max_prompt_length=512, max_completion_length=16, overlong_buffer=4, train_batches=2)  # fmt: skip
+    tiny["grpo"].update({k: False for k in ("use_vllm",) if k in tiny["grpo"]})
+    tiny["dpo"].update(eval_every=1, batch_size=8, micro_batch_size=2, max_length=512)
+    hub = tiny["paper"]
+    for spec in hub["datasets"].values():
+        spec.update(id=f"{spec['id']}/{TRAIN_DATA[spec['id']][1]}", limit=TRAIN_BATCH)
+    hub["datasets"]["ultrafeedback_prefs"]["limit"] = 16  # DPO: 2 optimizer steps of 8 pairs
+    hub["launcher"].update(accelerate_config="config/accelerate/fsdp_cpu.yaml", num_processes=2)
+    hub["resources"] = {rule: {**spec, "gpu": 0} for rule, spec in hub.get("resources", {}).items()}
+    return tiny
+
+
+def write_profile(root: Path, project: Path = CHECKOUT) -> Path:
+    """``root/config/paper_tiny.yaml``: :func:`tiny_profile` of ``project``'s ``config/paper.yaml``, validated."""
+    import yaml
+
+    from psftlib.config import validate_profile
+
+    tiny = tiny_profile(yaml.safe_load((project / "config" / "paper.yaml").read_text()))
+    path = root / "config" / f"{PROFILE}.yaml"
+    validate_profile(copy.deepcopy(tiny), str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# written by psftlib.worlds.stand_ins.tiny_profile from {project}/config/paper.yaml\n"
+                    + yaml.safe_dump(tiny, sort_keys=False, width=120))  # fmt: skip
+    return path
+
+
+def write_hub(root: str | Path) -> Path:
+    """The tiny hub world in ``root`` (models, tokenizer, datasets) and the links of :func:`link_project`; written
+    once (a ``root/.stand_ins`` stamp lists what it holds; delete the folder to rebuild)."""
+    root = Path(root).resolve()
+    stamp = root / ".stand_ins"
+    if stamp.exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    written = {"models": write_models(root), "datasets": write_datasets(root)}
+    link_project(root)
+    write_profile(root)
+    stamp.write_text(json.dumps(written, indent=1) + "\n")
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m psftlib.worlds.stand_ins", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("root", help="folder to write the stand-ins into (the DAG's project root, PSFT_ROOT)")
+    args = parser.parse_args(argv)
+    root = write_hub(args.root)
+    print(f"tiny hub world in {root}; run:\n  cd {root} && PSFT_ROOT=$PWD snakemake --cores 2 "
+          "--configfile config/paper_tiny.yaml")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
