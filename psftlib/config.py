@@ -75,8 +75,8 @@ class TrainConfig:
     truncation: str = "drop"  # longer sequences: "drop" them or "truncate" the response (no EOS then)
     # compute
     logprob_chunk_size: int | None = 1024  # tokens per LM-head chunk; None: full-logits path
-    refresh_batch_size: int | None = None  # sequences per no-grad forward of an old-policy refresh (verl's
-    # log_prob_micro_batch_size); None: one mini batch per forward. Larger: fewer, fuller forwards (CPU speed)
+    refresh_batch_size: int | None = None  # sequences per no-grad old-policy forward; None: one mini batch
+    padding_free: bool = False  # each forward packs its sequences in one row, no padding (logprobs.pack)
     gradient_checkpointing: bool = False
     bf16: bool = False  # bf16 autocast (GPU only; ignored on CPU)
     fsdp: bool = False  # with several processes: shard parameters, gradients, AdamW states (FSDP2, per layer)

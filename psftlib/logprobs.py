@@ -7,6 +7,14 @@ Two paths, equal to 1e-5 (tests):
   the final hidden states and the LM head. :class:`ChunkedLMHead` keeps no logits for the backward pass: it
   recomputes each chunk's logits there, so peak memory is one ``[n, V]`` fp32 block instead of ``[B*T, V]``
   (plus its log-softmax, its grad ...). Entropy is computed only when asked.
+
+``packed=True`` (``TrainConfig.padding_free``, as TRL's ``padding_free``): the batch's real tokens run as one row,
+``position_ids`` restarting at 0 for every sequence and no attention mask, so no compute goes to padding. Outputs
+keep the padded ``[B, T-1]`` layout (0 at padding). transformers honours the sequence boundaries from the
+``position_ids``: flash-attention as variable-length sequences, SDPA and eager through a block-diagonal causal
+mask that ``create_causal_mask`` builds (tests: packed = padded in loss and gradients to 1e-5). Only without a KV
+cache: with one (``use_cache`` defaults to true) transformers 5.x skips that detection and the packed sequences
+attend to each other, so every forward here passes ``use_cache=False`` (no cache is wanted in training anyway).
 """
 
 from __future__ import annotations
@@ -98,6 +106,29 @@ class ShardedRoot(torch.nn.Module):
         return fn(self.lm, *args, **kwargs)
 
 
+class Packing(NamedTuple):
+    """A right-padded ``[B, T]`` batch as one row of its real tokens (:func:`pack`)."""
+
+    input_ids: torch.Tensor  # [1, N]: every sequence's tokens, one after another
+    position_ids: torch.Tensor  # [1, N]: 0, 1, ... restarting at each sequence
+    index: torch.Tensor  # [B, T]: the packed position of each padded position (-1 at padding)
+
+
+def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Packing:
+    """Pack a right-padded batch (``attention_mask`` 1 on a prefix of each row) into one row without padding."""
+    keep = attention_mask.bool()
+    positions = attention_mask.long().cumsum(-1) - 1
+    index = torch.where(keep, keep.flatten().long().cumsum(0).view(keep.shape) - 1, -1)
+    return Packing(input_ids[keep][None], positions[keep][None], index)
+
+
+def _unpack(packed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``[1, N, D]`` -> ``[B, T, D]`` at the padded positions of ``index`` (zeros at padding)."""
+    out = packed.new_zeros((*index.shape, packed.shape[-1]))
+    out[index >= 0] = packed[0]
+    return out
+
+
 def token_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -105,12 +136,14 @@ def token_logprobs(
     with_stats: bool = True,
     score_mask: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    packed: bool = False,
 ) -> TokenLogprobs:
     """Log-probability of every next dataset token, and (``with_stats``) entropy and greedy agreement.
 
     ``input_ids``, ``attention_mask``: ``[B, T]``. ``score_mask`` ``[B, T-1]`` (e.g. ``loss_mask[:, 1:]``) limits
     the chunked path to the positions that matter; outside it the outputs are 0. Align a loss mask with
-    ``mask[:, 1:]``. Log-softmax is taken in fp32 whatever the model's dtype.
+    ``mask[:, 1:]``. Log-softmax is taken in fp32 whatever the model's dtype. ``packed``: run the batch as one
+    row without padding (see the module's docstring); the outputs are the same.
     """
     if isinstance(model, ShardedRoot):
         return model(
@@ -120,17 +153,27 @@ def token_logprobs(
             with_stats,
             score_mask=score_mask,
             chunk_size=chunk_size,
+            packed=packed,
         )
     if chunk_size is None:
         return gather_token_logprobs(
-            full_logprobs(model, input_ids, attention_mask), input_ids, score_mask, with_stats
+            full_logprobs(model, input_ids, attention_mask, packed), input_ids, score_mask, with_stats
         )
 
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
     head = _check_plain_head(lm)
-    hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
     selected = (score_mask > 0) if score_mask is not None else attention_mask[:, 1:].bool()  # [B, T-1]
-    h = hidden[selected]  # [N, H]: only scored positions
+    if packed:
+        p = pack(input_ids, attention_mask)
+        hidden = lm.base_model(
+            input_ids=p.input_ids, position_ids=p.position_ids, use_cache=False
+        ).last_hidden_state[0]
+        h = hidden[p.index[:, :-1][selected]]  # [N, H]: only scored positions (never padding)
+    else:
+        hidden = lm.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        h = hidden[:, :-1][selected]  # [N, H]: only scored positions
     targets = input_ids[:, 1:][selected]  # [N]
     lp, ent, am = ChunkedLMHead.apply(h, head.weight, targets, chunk_size, with_stats)
     shape = input_ids[:, 1:].shape
@@ -145,13 +188,20 @@ def token_logprobs(
 
 
 def full_logprobs(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, packed: bool = False
 ) -> torch.Tensor:
-    """The plain path: log-softmax over the whole vocabulary at every position, fp32, ``[B, T-1, V]``."""
+    """The plain path: log-softmax over the whole vocabulary at every position, fp32, ``[B, T-1, V]``.
+    ``packed``: the batch runs as one row without padding; padding positions then get zero logits (uniform)."""
     if isinstance(model, ShardedRoot):
-        return model(full_logprobs, input_ids, attention_mask)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # [B, T-1, V]
-    return torch.log_softmax(logits.float(), dim=-1)
+        return model(full_logprobs, input_ids, attention_mask, packed)
+    if packed:
+        p = pack(input_ids, attention_mask)
+        logits = _unpack(
+            model(input_ids=p.input_ids, position_ids=p.position_ids, use_cache=False).logits, p.index
+        )
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
 
 
 def gather_token_logprobs(

@@ -52,7 +52,7 @@ def refresh(
     flat = [j for _, idx in todo for j in idx]  # example index of each row position
     with autocast() if autocast else contextlib.nullcontext():
         rows = _forward_rows(model, reference, examples, flat, _row_groups(todo, cfg.refresh_batch_size), pad_id,
-                             device, cfg.logprob_chunk_size, never, need_entropy)  # fmt: skip
+                             device, cfg.logprob_chunk_size, never, need_entropy, cfg.padding_free)  # fmt: skip
     # split back into each step's micro batches, at the micro batch's own (padded) width
     entropies, masks = [], []  # per micro batch of the window, for the entropy selection
     offset = 0
@@ -85,17 +85,19 @@ def _row_groups(todo: list[tuple[int, list[int]]], refresh_batch_size: int | Non
     return groups
 
 
-def _forward_rows(model, reference, examples, flat, groups, pad_id, device, chunk, never, need_entropy):
+def _forward_rows(
+    model, reference, examples, flat, groups, pad_id, device, chunk, never, need_entropy, packed
+):
     """``{"logprobs" | "entropy" | "mask": {row position: [T_group - 1]}}`` of the old policy, each row padded to
-    its own forward's width."""
+    its own forward's width (``packed``: each forward runs its rows as one row without padding, same outputs)."""
     rows: dict[str, dict[int, torch.Tensor]] = {"logprobs": {}, "entropy": {}, "mask": {}}
     for group in groups:
         full = {k: v.to(device) for k, v in collate([examples[flat[p]] for p in group], pad_id).items()}
         mask = full["loss_mask"][:, 1:]
         if never:
-            whole = reference.logprobs(full, mask, chunk, with_stats=need_entropy)
+            whole = reference.logprobs(full, mask, chunk, with_stats=need_entropy, packed=packed)
         else:
-            whole = no_grad_logprobs(model, full, mask, chunk, need_entropy)
+            whole = no_grad_logprobs(model, full, mask, chunk, need_entropy, packed)
         for r, p in enumerate(group):
             rows["logprobs"][p], rows["mask"][p] = whole.logprobs[r], mask[r]
             if need_entropy:

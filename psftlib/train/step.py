@@ -53,15 +53,15 @@ class Reference:
         return self.model.disable_adapter() if self.lora else contextlib.nullcontext()
 
     def logprobs(
-        self, mb: dict, mask: torch.Tensor, chunk: int | None, with_stats: bool = False
+        self, mb: dict, mask: torch.Tensor, chunk: int | None, with_stats: bool = False, packed: bool = False
     ) -> TokenLogprobs:
         with self._context():
-            return no_grad_logprobs(self.model, mb, mask, chunk, with_stats)
+            return no_grad_logprobs(self.model, mb, mask, chunk, with_stats, packed)
 
     @torch.no_grad()
-    def full_logprobs(self, mb: dict) -> torch.Tensor:
+    def full_logprobs(self, mb: dict, packed: bool = False) -> torch.Tensor:
         with self._context():
-            return full_logprobs(self.model, mb["input_ids"], mb["attention_mask"])
+            return full_logprobs(self.model, mb["input_ids"], mb["attention_mask"], packed)
 
 
 def needs_reference(objectives: set[str], cfg: TrainConfig) -> bool:
@@ -75,14 +75,15 @@ def needs_reference(objectives: set[str], cfg: TrainConfig) -> bool:
 
 @torch.no_grad()
 def no_grad_logprobs(
-    model: torch.nn.Module, mb: dict, mask: torch.Tensor, chunk: int | None, with_stats: bool
-) -> TokenLogprobs:
-    """Log-probs of the dataset tokens with no grad, in eval mode (the model's mode is restored)."""
+    model: torch.nn.Module, mb: dict, mask: torch.Tensor, chunk: int | None, with_stats: bool,
+    packed: bool = False,
+) -> TokenLogprobs:  # fmt: skip
+    """Log-probs of the dataset tokens with no grad, in eval mode (the model's mode is restored); ``packed``: the
+    micro batch runs as one row without padding (``padding_free``)."""
     was_training = model.training
     model.eval()
-    out = token_logprobs(
-        model, mb["input_ids"], mb["attention_mask"], with_stats, score_mask=mask, chunk_size=chunk
-    )
+    ids, att = mb["input_ids"], mb["attention_mask"]
+    out = token_logprobs(model, ids, att, with_stats, score_mask=mask, chunk_size=chunk, packed=packed)
     model.train(was_training)
     return out
 
@@ -101,8 +102,8 @@ def _forward(
     response_mask = mb["loss_mask"][:, 1:]
     if obj.exact_kl(cfg):
         # one forward of each model gives log-probs, entropy, the reference's log-probs and the exact KL
-        logp_all = full_logprobs(model, mb["input_ids"], mb["attention_mask"])
-        ref_all = reference.full_logprobs(mb)
+        logp_all = full_logprobs(model, mb["input_ids"], mb["attention_mask"], cfg.padding_free)
+        ref_all = reference.full_logprobs(mb, cfg.padding_free)
         out = gather_token_logprobs(logp_all, mb["input_ids"], response_mask)
         ref_lp = gather_token_logprobs(ref_all, mb["input_ids"], response_mask, with_stats=False).logprobs
         inputs = TokenInputs(out.logprobs, mask, num_tokens, ref_logprobs=ref_lp,
@@ -114,6 +115,7 @@ def _forward(
         mb["attention_mask"],
         score_mask=response_mask,
         chunk_size=cfg.logprob_chunk_size,
+        packed=cfg.padding_free,
     )
     inputs = TokenInputs(out.logprobs, mask, num_tokens)
     if (
@@ -121,7 +123,9 @@ def _forward(
     ):  # the first mini batch after a refresh: its own forward is the old policy (r = 1)
         inputs.old_logprobs = old if old is not None else out.logprobs.detach()
     if obj.needs_reference:
-        inputs.ref_logprobs = reference.logprobs(mb, response_mask, cfg.logprob_chunk_size).logprobs
+        inputs.ref_logprobs = reference.logprobs(
+            mb, response_mask, cfg.logprob_chunk_size, packed=cfg.padding_free
+        ).logprobs
     return out, inputs
 
 
@@ -152,8 +156,9 @@ def backward_mini_batch(
     autocast: Callable[[], Any] | None = None,
 ) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
     """Accumulate the gradient of one mini batch into ``model``'s ``.grad``; return per-micro-batch metrics and
-    detached per-token tensors for telemetry. ``old``: the old policy's log-probs per micro batch (None: from the
-    micro batch's own forward); ``select``: a 0/1 mask of the tokens to train (entropy selection)."""
+    detached per-token tensors for telemetry (``loss`` and the sums as device scalars, not read here: no host
+    sync). ``old``: the old policy's log-probs per micro batch (None: from the micro batch's own forward);
+    ``select``: a 0/1 mask of the tokens to train (entropy selection)."""
     obj = OBJECTIVES[objective]
     masks = []
     for m, mb in enumerate(micro_batches):
@@ -170,7 +175,7 @@ def backward_mini_batch(
             )
             loss, metrics = obj.loss(inputs, cfg)
         loss.backward()
-        metrics["loss"] = float(loss.detach())
+        metrics["loss"] = loss.detach()  # a device scalar: telemetry.step_row reads all of them in one sync
         parts.append(metrics)
         tensors.append(
             {
@@ -178,9 +183,9 @@ def backward_mini_batch(
                 "entropy": out.entropy,
                 "mask": mask,
                 "old": inputs.old_logprobs,
-                "entropy_sum": float((out.entropy * response_mask).sum()),
-                "argmax_sum": float((out.is_argmax * response_mask).sum()),
-                "n_response": float(response_mask.sum()),
+                "entropy_sum": (out.entropy * response_mask).sum(),
+                "argmax_sum": (out.is_argmax * response_mask).sum(),
+                "n_response": response_mask.sum(),
             }
         )
     return parts, tensors

@@ -46,17 +46,40 @@ def aggregate(parts: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def read_step_scalars(
+    parts: list[dict], tensors: list[dict], micro: list[dict], grad_norm: float | torch.Tensor
+) -> tuple[list[dict[str, float]], list[dict[str, float]], float]:
+    """Every device scalar of one optimizer step read to the host in **one** synchronisation (one ``.tolist()``):
+    tensor values of ``parts`` (each micro batch's ``loss``, and any metric an objective returns as a tensor), the
+    telemetry sums of ``tensors`` and each micro batch's token and trained-token counts (``sums``), and
+    ``grad_norm``. Returns ``(parts, sums, grad_norm)`` as floats; each value is the tensor's exactly (fp32 and
+    integer counts are exact in float64), so the row equals one read value by value with ``float(...)``."""
+    parts = [dict(p) for p in parts]
+    sums = [{"entropy_sum": t["entropy_sum"], "argmax_sum": t["argmax_sum"], "n_response": t["n_response"],
+             "tokens": mb["attention_mask"].sum(), "trained": t["mask"].sum()}
+            for t, mb in zip(tensors, micro, strict=True)]  # fmt: skip
+    holders = [*parts, *sums, {"grad_norm": grad_norm}]
+    pending = [(d, key) for d in holders for key, v in d.items() if isinstance(v, torch.Tensor)]
+    if pending:
+        device = pending[0][0][pending[0][1]].device
+        values = torch.stack([d[key].detach().to(device, torch.float64).reshape(()) for d, key in pending])
+        for (d, key), value in zip(pending, values.tolist(), strict=True):
+            d[key] = value
+    return parts, sums, holders[-1]["grad_norm"]
+
+
 def step_row(
-    plan: Plan, step: int, parts: list[dict], tensors: list[dict], micro: list[dict], grad_norm: float,
-    lr: float, step_s: float, wall_s: float,
+    plan: Plan, step: int, parts: list[dict], tensors: list[dict], micro: list[dict],
+    grad_norm: float | torch.Tensor, lr: float, step_s: float, wall_s: float,
 ) -> dict[str, float]:  # fmt: skip
     """The ``metrics.jsonl`` row of 0-based optimizer ``step`` (keys in :data:`METRIC_KEYS` order), summed over
-    ranks; refuses a non-finite value."""
+    ranks; refuses a non-finite value. The step's device scalars are read in one sync (:func:`read_step_scalars`)."""
     tb, k, epoch, tbe = plan.where(step)
+    parts, sums, grad_norm = read_step_scalars(parts, tensors, micro, grad_norm)
     stats = all_reduce(torch.tensor(
-        [sum(t["entropy_sum"] for t in tensors), sum(t["argmax_sum"] for t in tensors),
-         sum(t["n_response"] for t in tensors), sum(int(mb["attention_mask"].sum()) for mb in micro),
-         sum(float(t["mask"].sum()) for t in tensors)], dtype=torch.float64))  # fmt: skip
+        [sum(t["entropy_sum"] for t in sums), sum(t["argmax_sum"] for t in sums),
+         sum(t["n_response"] for t in sums), sum(int(t["tokens"]) for t in sums),
+         sum(t["trained"] for t in sums)], dtype=torch.float64))  # fmt: skip
     row = {
         "step": step + 1,
         "train_batch": tb + (k + 1) / plan.steps_per_train_batch,
@@ -86,7 +109,10 @@ def sample_tokens(
     g = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + rank)
     sampled, traced = [], []
     for i, (t, mb) in enumerate(zip(tensors, micro, strict=True)):
-        mask = t["mask"].cpu() > 0
+        # each tensor copied to the host once, not read token by token (a sync each on a GPU)
+        t = {key: v.cpu() if isinstance(v, torch.Tensor) else v for key, v in t.items()}
+        mb = {"input_ids": mb["input_ids"].cpu()}
+        mask = t["mask"] > 0
         keep = mask & (torch.rand(mask.shape, generator=g) < cfg.token_sample_rate)
         examples = idx[i * cfg.micro_batch_size : (i + 1) * cfg.micro_batch_size]  # row b of this micro batch
         trace = torch.tensor([e < cfg.trace_examples for e in examples])[:, None] & mask
