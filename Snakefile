@@ -108,6 +108,10 @@ elif P["world"]["kind"] == "hub":
 
     include: "rules/hub.smk"
 
+    if P["paper"].get("judge"):  # Table 3's judge scores (rules/judge.smk)
+
+        include: "rules/judge.smk"
+
 else:
 
     include: "rules/small_world.smk"

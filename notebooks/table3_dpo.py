@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from psftlib.config import load_profile
+from psftlib.eval.judge_scores import judge_table
 from psftlib.layout import Layout
 from psftlib.report.analysis import (
     markdown_table,
@@ -86,6 +87,11 @@ ax.legend(frameon=False, fontsize=8, loc="lower right")
 written += save_figure(fig, outputs.figures / "fig7_alignment_tax")
 
 # %%
+# Table 3's judge columns (AlpacaEval 2 LC / WR, Arena-Hard WR, MT-Bench), where the judge rule wrote them
+# (rules/judge.smk, a profile with paper.judge): joined to the table
+judged = judge_table(profile, [*cold_starts, *runs])
+if not judged.empty:
+    ours = ours.join(judged, how="left")
 lines = ["# Table 3: alignment after DPO", "",
          f"## This run (profile `{profile}`; alignment = rule-based format following; DPO lr {prof['dpo']['lr']:g} = SFT "
          f"lr / {prof.run_config('sft').lr / prof['dpo']['lr']:.3g}, paper: / 40 (Table 14: 5e-7 vs 2e-5))", "",

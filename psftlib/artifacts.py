@@ -24,9 +24,9 @@ from psftlib.layout import CONFIG_DIR, PAPER_DIR, Layout
 REGISTRY_PATH = CONFIG_DIR / "artifacts.yaml"
 WHEN = ("figures", "calibration", "frontier", "grpo", "dpo", "always")
 PARAMS = ("runs", "smooth", "run", "cold_starts")
-READ_KINDS = ("metrics", "curves", "evals")
+READ_KINDS = ("metrics", "curves", "evals", "judge")
 RUN_SELECTIONS = ("runs", "runs+replicates", "base+runs", "table1", "first_run", "all_runs", "all", "calibration",
-                  "base+calibration", "base+frontier", "post", "trained")  # fmt: skip
+                  "base+calibration", "base+frontier", "post", "runs+post", "trained")  # fmt: skip
 KEYS = ("paper", "when", "params", "reads", "paper_tables", "figures", "tables", "csv", "findings")
 
 
@@ -91,6 +91,7 @@ class Artifact:
             "base+calibration": lambda: ["base", *profile.calibration_runs],
             "base+frontier": lambda: ["base", *profile.with_replicates(profile.frontier_runs)],
             "post": lambda: [f"{cold}+{self.when}" for cold in runs],
+            "runs+post": lambda: [*runs, *(f"{cold}+{self.when}" for cold in runs)],
             "trained": lambda: [*profile.runs, *profile.post_runs],
         }[selection]()
 
@@ -108,6 +109,10 @@ class Artifact:
                     else ["in_domain", "out_of_domain"]
                 )
                 files += [lay.rel(lay.eval(r, s)) for r in runs for s in sets]
+            elif read["kind"] == "judge":
+                # judge scores exist where the profile has paper.judge (rules/judge.smk)
+                judged = bool((profile.data.get("paper") or {}).get("judge"))
+                files += [lay.rel(lay.eval(r, "judge")) for r in runs] if judged else []
             elif read["kind"] == "curves":  # hub SFT-stage runs keep no curves (psftlib.train.hub)
                 files += [lay.rel(lay.run(r) / "eval.jsonl") for r in runs if _keeps_curves(profile, r)]
             else:  # a run's tokens.parquet / traces.parquet are written with its metrics.jsonl, which stands for them

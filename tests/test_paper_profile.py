@@ -1,6 +1,5 @@
 """The paper profile (issue 8), offline: config against the appendix tables, loaders on fixtures of each hub
-schema, multi-GPU/SLURM configs, the GPU lock, the VLM vision-tower freeze, and the judge (templates, parsing,
-scores, and the transformers path end to end on a tiny random model)."""
+schema, multi-GPU/SLURM configs, the GPU lock, the VLM vision-tower freeze (the judge: tests/test_judge.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import torch
 import yaml
 
 from psftlib.config import Profile, load_profile
-from psftlib.eval import judge
 from psftlib.worlds import loaders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -359,123 +357,7 @@ def test_qwen2_vl_freeze_and_causal_lm_refusal():
     )
 
 
-# ---- judge ----------------------------------------------------------------------------------------------------------
-
-
-def test_judge_templates_render_and_parse():
-    t = judge.load_templates()
-    msgs = judge.render(t["arena_hard"]["pairwise"], question="Q?", answer_a="first", answer_b="second")
-    assert msgs[0]["role"] == "system" and "[[A>>B]]" in msgs[0]["content"]
-    assert "Q?" in msgs[1]["content"] and msgs[1]["content"].index("first") < msgs[1]["content"].index(
-        "second"
-    )
-    with pytest.raises(judge.JudgeError, match="needs field 'answer'"):
-        judge.render(t["mt_bench"]["single"], question="Q?")
-    assert judge.parse_rating("The answer is fine. Rating: [[8]]") == 8.0
-    assert judge.parse_rating("Rating: [[7.5]] ... final Rating: [[6]]") == 6.0
-    assert judge.parse_rating("Rating: [9]") == 9.0
-    assert judge.parse_rating("no score") is None and judge.parse_rating("Rating: [[11]]") is None
-    assert judge.parse_verdict("My final verdict is: [[B>A]]") == "B>A"
-    assert judge.parse_verdict("[[A>>B]] then [[A>>B]]") == "A>>B"
-    assert judge.parse_verdict("[[A>B]] or maybe [[B>A]]") is None and judge.parse_verdict("tie") is None
-
-
-def test_fastchat_templates_convert(tmp_path):
-    rows = [{"name": "single-v1", "system_prompt": "S", "prompt_template": "{question} {answer} [[rating]]"},
-            {"name": "single-math-v1", "system_prompt": "S", "prompt_template": "{question} {ref_answer_1} {answer}"},
-            {"name": "single-v1-multi-turn", "system_prompt": "S",
-             "prompt_template": "{question_1} {answer_1} {question_2} {answer_2}"},
-            {"name": "single-math-v1-multi-turn", "system_prompt": "S",
-             "prompt_template": "{ref_answer_1} {ref_answer_2} {question_1} {answer_1} {question_2} {answer_2}"},
-            {"name": "pair-v2", "system_prompt": "S", "prompt_template": "x"}]  # fmt: skip
-    (tmp_path / "judge_prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = judge.templates_from_fastchat(tmp_path / "judge_prompts.jsonl")
-    assert got["single_reference"]["prompt"] == "{question} {reference} {answer}"
-    judge.render(got["multi_turn_reference"], reference_1="a", reference_2="b", question_1="q", answer_1="x",
-                 question_2="q2", answer_2="y")  # fmt: skip
-
-
-def test_read_questions_of_each_benchmark():
-    mt = judge.read_questions("mt_bench", FIX / "mt_bench_question.jsonl")
-    assert [len(q["turns"]) for q in mt] == [2, 2] and mt[1]["reference"] == ["6", "2.5"]
-    ah = judge.read_questions("arena_hard", FIX / "arena_hard_question.jsonl")
-    assert ah[0]["turns"][0].startswith("Write a Python function") and ah[0]["category"] == "arena-hard-v0.1"
-    ae = judge.read_questions("alpaca_eval", FIX / "alpaca_eval.json")
-    assert ae[2]["turns"] == ["Suggest a name for a bakery."] and ae[2]["baseline"] == "Rise & Shine Bakery."
-
-
-class _ScriptedJudge:
-    """Returns fixed judgments in order (score arithmetic without a model)."""
-
-    def __init__(self, replies, probs=None):
-        self.replies, self.probs, self.seen = list(replies), probs, []
-
-    def chat(self, conversations, temperature, top_p, max_new_tokens):
-        self.seen += list(conversations)
-        return [self.replies.pop(0) for _ in conversations]
-
-    def choice_probs(self, conversations, options):
-        return [dict(zip(options, self.probs(c), strict=True)) for c in conversations]
-
-
-def test_scores_from_scripted_verdicts():
-    mt = judge.read_questions("mt_bench", FIX / "mt_bench_question.jsonl")
-    sj = _ScriptedJudge(["Rating: [[8]]", "Rating: [[6]]", "Rating: [[10]]", "no rating"])
-    res = judge.mt_bench(sj, mt, [["a1", "a2"], ["b1", "b2"]])
-    assert (res["turn1"], res["turn2"], res["unparsed_turn2"]) == (9.0, 6.0, 1)
-    assert "Reference" in sj.seen[2][1]["content"]  # the math question is judged against its reference
-    ah = judge.read_questions("arena_hard", FIX / "arena_hard_question.jsonl")
-    sj = _ScriptedJudge(["[[B>A]]", "[[A>B]]", "[[A>>B]]", "garbled"])
-    res = judge.arena_hard(sj, ah, ["m1", "m2"], ["b1", "b2"])
-    assert res["win_rate"] == pytest.approx(100 * (0.75 + 0.75 + 0.0) / 3) and res["unparsed"] == 1
-    ae = judge.read_questions("alpaca_eval", FIX / "alpaca_eval.json")
-    outs = ["model answer one", "model answer two", "model three"]
-
-    def prefer_model(conv):
-        return (0.9, 0.1) if "## Output of model m\nmodel" in conv[-1]["content"] else (0.1, 0.9)
-
-    res = judge.alpaca_eval(_ScriptedJudge([], prefer_model), ae, outs, [q["baseline"] for q in ae])
-    assert res["win_rate"] == pytest.approx(90.0) and 50.0 < res["lc_win_rate"] < 100.0
-
-
-def test_length_control_removes_a_pure_length_preference():
-    n = 40
-    len_m = [100 + 50 * (i % 2) for i in range(n)]  # the model is longer on odd items, equal on even
-    prefs = [0.9 if i % 2 else 0.5 for i in range(n)]  # and wins only where it is longer
-    lc = judge.length_controlled_win_rate(prefs, len_m, [100] * n)
-    assert lc < 100 * sum(prefs) / n
-    flat = judge.length_controlled_win_rate([0.7] * n, [100 + i for i in range(n)], [100] * n)
-    assert flat == pytest.approx(70.0, abs=0.5)
-
-
-def test_hf_judge_end_to_end_on_a_tiny_random_model(tmp_path):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tok = _word_tokenizer("m M rating [[8]] A B")
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                         bos_token_id=None))  # fmt: skip
-    chat = judge.HFChat(model, tok, batch_size=2)
-    mt = judge.read_questions("mt_bench", FIX / "mt_bench_question.jsonl")
-    answers = judge.answer_questions(chat, mt, temperature=0.7, top_p=0.95, max_new_tokens=4, system="so")
-    assert [len(a) for a in answers] == [2, 2]
-    res = judge.mt_bench(chat, mt, answers, max_judge_tokens=4)
-    assert res["unparsed_turn1"] + (res["turn1"] is not None) * 2 >= 2 and len(res["judgments"]) == 4
-    ah = judge.read_questions("arena_hard", FIX / "arena_hard_question.jsonl")
-    res = judge.arena_hard(chat, ah, ["1 2", "3"], ["4", "5 6"], max_judge_tokens=4)
-    assert res["games"] + res["unparsed"] == 4
-    ae = judge.read_questions("alpaca_eval", FIX / "alpaca_eval.json")
-    res = judge.alpaca_eval(chat, ae, ["1", "2 3", "4"], [q["baseline"] for q in ae])
-    assert all(0.0 <= p <= 1.0 for p in res["preferences"]) and 0.0 <= res["win_rate"] <= 100.0
-    probs = chat.choice_probs([[{"role": "user", "content": "m or M"}]], ["m", "M"])[0]
-    assert probs["m"] + probs["M"] == pytest.approx(1.0)
-    judge.write_alpaca_annotations(
-        tmp_path / "ann.json", ae, ["1", "2 3", "4"], [q["baseline"] for q in ae], res, "psft"
-    )
-    ann = json.loads((tmp_path / "ann.json").read_text())
-    assert len(ann) == 3 and all(1.0 <= a["preference"] <= 2.0 for a in ann)
+# the judge (templates, parsing, scores, the judge run on a tiny random model): tests/test_judge.py
 
 
 def test_gpu_check_imports_and_refuses_without_cuda(capsys):

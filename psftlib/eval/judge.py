@@ -2,53 +2,49 @@
 
 One judge model (paper: Qwen3-30B-A3B-Instruct-2507) served by vLLM (:class:`VLLMChat`, imported only when used)
 or by transformers (:class:`HFChat`, any in-memory model: tests use a tiny random one). The same classes also
-generate the judged model's answers with Table 15's sampling. Templates are data
-(``psftlib/eval/judge_templates.yaml``, see its header for provenance); parsing and scoring are here:
+generate the judged model's answers with Table 15's sampling. Templates are data (the profile's
+``paper.judge.templates``, default ``psftlib/eval/judge_templates.yaml``; see its header for provenance). This
+module asks the judge and parses its verdicts; :mod:`psftlib.eval.judge_scores` turns them into scores with each
+benchmark's published scorer:
 
 - **MT-Bench**: single-answer grading, a 1-10 ``[[rating]]`` per turn (the second turn judged in the context of
-  the first; math/reasoning/coding questions against their reference answers). Score: mean rating per turn.
+  the first; math/reasoning/coding questions against their reference answers), parsed as FastChat does.
 - **Arena-Hard**: pairwise verdicts ``[[A>>B]]`` ... ``[[B>>A]]`` against the baseline's answers, two games with
-  the positions swapped. WR: mean score of the model (win 1, slight win 0.75 ... loss 0; a game without a
-  verdict is left out). The official leaderboard fits a Bradley-Terry model with bootstrapped intervals; with one
-  model against one baseline the two agree up to that fit.
-- **AlpacaEval 2**: the judge names the better output (``m`` or ``M``, model position randomised per instruction);
-  the preference is the probability of the model's identifier among the two tokens. WR: mean preference.
-  LC: the length-controlled win rate of AlpacaEval's GLM ``logit p = a + b * tanh(len_diff / std)`` with the
-  length term removed, ``sigmoid(a)``, *without* its instruction-difficulty term (that needs AlpacaEval's
-  precomputed difficulties); :func:`write_alpaca_annotations` writes the annotations for the official tool.
+  the positions swapped; Bradley-Terry win rate with a bootstrap interval as arena-hard-auto v0.1.
+- **AlpacaEval 2**: AlpacaEval's own judge prompt (``weighted_alpaca_eval_gpt4_turbo``, read from the installed
+  ``alpaca_eval`` package): the judge names the better output with one token, ``m`` (output_1) or ``M``
+  (output_2), outputs in random order; the preference is the renormalised probability of the model's token. LC:
+  the official ``alpaca_eval`` GLM (:func:`psftlib.eval.judge_scores.alpaca_eval_scores`).
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
-import math
 import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from psftlib.data import atomic_write
-from psftlib.worlds.loaders import read_table
+from psftlib.eval import judge_scores
+from psftlib.eval.judge_chat import Chat, HFChat, JudgeError, Messages, VLLMChat  # noqa: F401 - this module's interface
+from psftlib.worlds.rows import load_rows
 
 # torch and vllm are imported by the chat backend that uses them: parsing and scoring need neither
 
 TEMPLATES_PATH = Path(__file__).resolve().with_name("judge_templates.yaml")
-RATING_RE = re.compile(r"\[\[(\d+(?:\.\d+)?)\]\]")
-RATING_FALLBACK_RE = re.compile(r"\[(\d+(?:\.\d+)?)\]")
+# FastChat llm_judge/common.py: one_score_pattern, one_score_pattern_backup (the first match counts)
+RATING_RE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
+RATING_FALLBACK_RE = re.compile(r"\[(\d+\.?\d*)\]")
 VERDICT_RE = re.compile(r"\[\[([AB<>=]+)\]\]")
 # Arena-Hard's verdict of a game with the baseline as A and the model as B -> the model's score
 MODEL_AS_B = {"A>>B": 0.0, "A>B": 0.25, "A=B": 0.5, "B=A": 0.5, "B>A": 0.75, "B>>A": 1.0}
 MODEL_AS_A = {"A>>B": 1.0, "A>B": 0.75, "A=B": 0.5, "B=A": 0.5, "B>A": 0.25, "B>>A": 0.0}
-
-Messages = list[dict[str, str]]
-
-
-class JudgeError(RuntimeError):
-    """A bad template, question file or backend; names the file, benchmark or field."""
-
 
 # ---- templates ------------------------------------------------------------------------------------------------
 
@@ -59,6 +55,13 @@ def load_templates(path: str | Path | None = None) -> dict[str, Any]:
     if not path.exists():
         raise JudgeError(f"{path}: no such template file")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for bench_templates in data.values():
+        for kind, tpl in (bench_templates or {}).items() if isinstance(bench_templates, dict) else ():
+            if isinstance(tpl, dict) and "from_package" in tpl:
+                bench_templates[kind] = {
+                    **tpl,
+                    **_package_template(tpl["from_package"], tpl.get("rename", {})),
+                }
     for bench, kinds in (("mt_bench", ("single", "multi_turn")), ("arena_hard", ("pairwise",)),
                          ("alpaca_eval", ("preference",))):  # fmt: skip
         for kind in kinds:
@@ -66,6 +69,29 @@ def load_templates(path: str | Path | None = None) -> dict[str, Any]:
             if not isinstance(tpl, dict) or "prompt" not in tpl:
                 raise JudgeError(f"{path}: {bench}.{kind}.prompt: missing")
     return data
+
+
+def _package_template(spec: str, rename: dict[str, str]) -> dict[str, str]:
+    """A prompt shipped inside an installed package, ``"<package>:<path in it>"`` in AlpacaEval's chat format
+    (``<|im_start|>system ... <|im_end|>``, then user), as ``{"system", "prompt"}``; the prompt's literal braces are
+    escaped and its placeholders renamed by ``rename`` (``{"output_1": "output_m"}``), so ``str.format`` fills it.
+    The package is located, not imported."""
+    package, _, rel = spec.partition(":")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.origin:
+        raise JudgeError(f"template {spec!r}: package {package!r} is not installed (requirements.lock)")
+    path = Path(found.origin).parent / rel
+    if not path.exists():
+        raise JudgeError(f"template {spec!r}: no file {path}")
+    parts = dict(
+        re.findall(r"<\|im_start\|>(\w+)\n(.*?)\n?<\|im_end\|>", path.read_text(encoding="utf-8"), re.S)
+    )
+    if "user" not in parts:
+        raise JudgeError(f"{path}: no <|im_start|>user ... <|im_end|> block")
+    prompt = parts["user"].replace("{", "{{").replace("}", "}}")
+    for old, new in rename.items():
+        prompt = prompt.replace("{{" + old + "}}", "{" + new + "}")
+    return {"system": parts.get("system", "").strip(), "prompt": prompt}
 
 
 def templates_from_fastchat(path: str | Path) -> dict[str, dict[str, str]]:
@@ -108,12 +134,12 @@ def render(template: dict[str, Any], **fields: str) -> Messages:
 
 
 def parse_rating(text: str) -> float | None:
-    """MT-Bench rating: the last ``[[x]]`` (else the last ``[x]``) with 1 <= x <= 10, else None."""
+    """MT-Bench rating as FastChat's ``run_judge_single``: the first ``[[x]]``, else the first ``[x]``; None (FastChat:
+    -1, dropped from the means) when there is neither."""
     for pattern in (RATING_RE, RATING_FALLBACK_RE):
-        found = pattern.findall(text or "")
+        found = pattern.search(text or "")
         if found:
-            value = float(found[-1])
-            return value if 1.0 <= value <= 10.0 else None
+            return float(ast.literal_eval(found.group(1)))
     return None
 
 
@@ -126,126 +152,18 @@ def parse_verdict(text: str) -> str | None:
     return label if label in MODEL_AS_B else None
 
 
-# ---- backends -------------------------------------------------------------------------------------------------
-
-
-class Chat(Protocol):
-    def chat(
-        self, conversations: Sequence[Messages], temperature: float, top_p: float | None, max_new_tokens: int
-    ) -> list[str]: ...
-
-    def choice_probs(
-        self, conversations: Sequence[Messages], options: Sequence[str]
-    ) -> list[dict[str, float]]: ...
-
-
-class HFChat:
-    """A transformers model + tokenizer with a chat template; greedy when ``temperature == 0``."""
-
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, seed: int = 0):
-        self.model, self.tokenizer, self.batch_size, self.seed = model, tokenizer, batch_size, seed
-
-    def _prompt_ids(self, messages: Messages) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-
-    def _batch(self, rows: list[list[int]]):
-        import torch
-
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding for generation
-            ids[i, width - len(r) :] = torch.tensor(r)
-            mask[i, width - len(r) :] = 1
-        device = next(self.model.parameters()).device
-        return ids.to(device), mask.to(device)
-
-    def chat(self, conversations, temperature=0.0, top_p=None, max_new_tokens=512) -> list[str]:
-        import torch
-
-        torch.manual_seed(self.seed)
-        out: list[str] = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for s in range(0, len(conversations), self.batch_size):
-                rows = [self._prompt_ids(m) for m in conversations[s : s + self.batch_size]]
-                ids, mask = self._batch(rows)
-                sample = temperature > 0
-                kwargs = {"do_sample": sample, "max_new_tokens": max_new_tokens,
-                          "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}  # fmt: skip
-                if sample:
-                    kwargs.update(temperature=temperature, top_p=top_p if top_p is not None else 1.0)
-                with torch.no_grad():
-                    gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-                out += self.tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
-        finally:
-            self.model.train(was_training)
-        return out
-
-    def choice_probs(self, conversations, options) -> list[dict[str, float]]:
-        """Next-token probabilities of each option's first token, renormalised over the options."""
-        import torch
-
-        option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in options]
-        if len(set(option_ids)) != len(options):
-            raise JudgeError(f"options {list(options)} do not start with distinct tokens")
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(conversations), self.batch_size):
-                ids, mask = self._batch([self._prompt_ids(m) for m in conversations[s : s + self.batch_size]])
-                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float()
-                probs = torch.softmax(logits[:, option_ids], dim=-1)
-                out += [dict(zip(options, map(float, row), strict=True)) for row in probs]
-        return out
-
-
-class VLLMChat:
-    """A model served by vLLM in this process (GPU); ``vllm`` is imported here only."""
-
-    def __init__(self, model_id: str, tensor_parallel_size: int = 1, max_model_len: int | None = None,
-                 gpu_memory_utilization: float = 0.85, seed: int = 0):  # fmt: skip
-        try:
-            from vllm import LLM
-        except ImportError as err:
-            raise JudgeError("the vllm backend needs the 'vllm' package (requirements-gpu.lock)") from err
-        self.llm = LLM(model=model_id, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                       gpu_memory_utilization=gpu_memory_utilization, seed=seed, dtype="bfloat16")  # fmt: skip
-        self.seed = seed
-
-    def chat(self, conversations, temperature=0.0, top_p=None, max_new_tokens=512) -> list[str]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(temperature=temperature, top_p=top_p if top_p else 1.0,
-                                max_tokens=max_new_tokens, seed=self.seed)  # fmt: skip
-        return [o.outputs[0].text for o in self.llm.chat(list(conversations), params, use_tqdm=False)]
-
-    def choice_probs(self, conversations, options) -> list[dict[str, float]]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=20)
-        out = []
-        for o in self.llm.chat(list(conversations), params, use_tqdm=False):
-            top = o.outputs[0].logprobs[0] if o.outputs[0].logprobs else {}
-            by_text = {lp.decoded_token.strip(): math.exp(lp.logprob) for lp in top.values()}
-            raw = {opt: by_text.get(opt, 0.0) for opt in options}
-            total = sum(raw.values())
-            out.append({k: (v / total if total else 1.0 / len(options)) for k, v in raw.items()})
-        return out
-
-
 # ---- questions --------------------------------------------------------------------------------------------------
 
 
-def read_questions(benchmark: str, path: str | Path) -> list[dict[str, Any]]:
-    """Questions of a benchmark from a local JSONL, normalised to ``{"id", "turns", "category", "reference",
-    "baseline"}``. Accepts FastChat/Arena-Hard ``question.jsonl`` (question_id, category, turns as strings or
+def read_questions(benchmark: str, path: str | Path, config: str | None = None,
+                   split: str = "train") -> list[dict[str, Any]]:  # fmt: skip
+    """Questions of a benchmark from a local JSONL/JSON/Parquet or a hub dataset (``config``, ``split``), normalised
+    to ``{"id", "index", "turns", "category", "reference", "baseline"}`` (``index``: the row's position, AlpacaEval's
+    instruction index). Accepts FastChat/Arena-Hard ``question.jsonl`` (question_id, category, turns as strings or
     ``{"content"}``, reference), HuggingFaceH4/mt_bench_prompts (prompt_id, prompt, reference) and AlpacaEval
     (instruction, output = the baseline's answer)."""
 
-    rows = read_table(path)
+    rows = load_rows(path, config, split)
     out = []
     for i, r in enumerate(rows):
         turns = r.get("turns") or r.get("prompt") or ([r["instruction"]] if r.get("instruction") else None)
@@ -255,8 +173,23 @@ def read_questions(benchmark: str, path: str | Path) -> list[dict[str, Any]]:
             raise JudgeError(f"{path}: row {i}: no 'turns', 'prompt' or 'instruction' field ({benchmark})")
         turns = [t["content"] if isinstance(t, dict) else t for t in turns]
         qid = r.get("question_id", r.get("prompt_id", r.get("uid", i)))
-        out.append({"id": str(qid), "turns": turns, "category": r.get("category") or r.get("cluster"),
+        out.append({"id": str(qid), "index": i, "turns": turns, "category": r.get("category") or r.get("cluster"),
                     "reference": r.get("reference") or None, "baseline": r.get("output")})  # fmt: skip
+    return out
+
+
+def read_answers(path: str | Path) -> dict[str, str]:
+    """A baseline's answers by question id: arena-hard-auto ``model_answer/<model>.jsonl`` (question_id, choices[0]
+    .turns[0].content) or rows with ``question_id`` and ``answer``."""
+    out = {}
+    for i, r in enumerate(load_rows(path)):
+        try:
+            text = r["answer"] if "answer" in r else r["choices"][0]["turns"][0]["content"]
+            out[str(r["question_id"])] = text
+        except (KeyError, IndexError, TypeError):
+            raise JudgeError(
+                f"{path}: row {i}: needs question_id and answer (or choices[0].turns[0].content)"
+            ) from None
     return out
 
 
@@ -278,11 +211,7 @@ def answer_questions(
     return answers
 
 
-# ---- scores -------------------------------------------------------------------------------------------------------
-
-
-def _mean(xs: Sequence[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
+# ---- judging ------------------------------------------------------------------------------------------------------
 
 
 def mt_bench(
@@ -315,75 +244,42 @@ def mt_bench(
             where.append((qi, 2))
     judgments = judge.chat(convs, 0.0, None, max_judge_tokens)
     per_q: dict[str, dict[str, float | None]] = {q["id"]: {} for q in questions}
-    by_turn: dict[int, list[float]] = {1: [], 2: []}
-    unparsed = {1: 0, 2: 0}
     for (qi, turn), text in zip(where, judgments, strict=True):
-        rating = parse_rating(text)
-        per_q[questions[qi]["id"]][f"turn{turn}"] = rating
-        if rating is None:
-            unparsed[turn] += 1
-        else:
-            by_turn[turn].append(rating)
-    return {"turn1": _mean(by_turn[1]), "turn2": _mean(by_turn[2]), "unparsed_turn1": unparsed[1],
-            "unparsed_turn2": unparsed[2], "per_question": per_q, "judgments": judgments}  # fmt: skip
+        per_q[questions[qi]["id"]][f"turn{turn}"] = parse_rating(text)
+    return {**judge_scores.mt_bench_scores(per_q), "per_question": per_q, "judgments": judgments}
 
 
 def arena_hard(
     judge: Chat, questions: list[dict], answers: Sequence[str], baseline_answers: Sequence[str],
-    templates: dict | None = None, max_judge_tokens: int = 4096,
+    templates: dict | None = None, max_judge_tokens: int = 4096, model: str = "model",
+    baseline: str = judge_scores.ARENA_BASELINE, bootstrap_rounds: int = 100,
 ) -> dict[str, Any]:  # fmt: skip
-    """Arena-Hard win rate (%) of the model against the baseline: two games per question, positions swapped."""
+    """Arena-Hard win rate (%) of the model against the baseline, with its bootstrap 95% interval: two games per
+    question, positions swapped (game 1: baseline is A), scored by :func:`judge_scores.arena_hard_scores`."""
     t = (templates or load_templates())["arena_hard"]["pairwise"]
     convs = []
     for q, a, b in zip(questions, answers, baseline_answers, strict=True):
         convs.append(render(t, question=q["turns"][0], answer_a=b, answer_b=a))  # game 1: baseline is A
         convs.append(render(t, question=q["turns"][0], answer_a=a, answer_b=b))  # game 2: model is A
     judgments = judge.chat(convs, 0.0, None, max_judge_tokens)
-    scores, per_q, unparsed = [], {}, 0
-    for k, q in enumerate(questions):
-        v1, v2 = parse_verdict(judgments[2 * k]), parse_verdict(judgments[2 * k + 1])
-        s = [MODEL_AS_B[v1] if v1 else None, MODEL_AS_A[v2] if v2 else None]
-        unparsed += sum(x is None for x in s)
-        scores += [x for x in s if x is not None]
-        per_q[q["id"]] = {"game1": v1, "game2": v2}
-    wr = _mean(scores)
-    return {"win_rate": None if wr is None else 100.0 * wr, "games": len(scores), "unparsed": unparsed,
-            "per_question": per_q, "judgments": judgments}  # fmt: skip
+    verdicts = [
+        (parse_verdict(judgments[2 * k]), parse_verdict(judgments[2 * k + 1])) for k in range(len(questions))
+    ]
+    battles = judge_scores.arena_hard_battles(verdicts, model, baseline)
+    scores = judge_scores.arena_hard_scores(battles, model, baseline, num_rounds=bootstrap_rounds)
+    return {**scores, "unparsed": sum(v is None for pair in verdicts for v in pair),
+            "per_question": {q["id"]: {"game1": v1, "game2": v2} for q, (v1, v2) in zip(questions, verdicts, strict=True)},
+            "judgments": judgments}  # fmt: skip
 
 
-def length_controlled_win_rate(prefs: Sequence[float], len_model: Sequence[int], len_base: Sequence[int],
-                               l2: float = 1e-3, iters: int = 50) -> float:  # fmt: skip
-    """``100 * sigmoid(a)`` of the logistic GLM ``logit p = a + b * tanh((len_m - len_b) / std)`` fitted to the
-    soft preferences ``prefs`` (AlpacaEval 2's length control, without its instruction-difficulty term)."""
-    diff = [m - b for m, b in zip(len_model, len_base, strict=True)]
-    n = len(diff)
-    mean = sum(diff) / n
-    std = math.sqrt(sum((d - mean) ** 2 for d in diff) / n) or 1.0
-    x = [math.tanh(d / std) for d in diff]
-    a = b = 0.0
-    for _ in range(iters):  # Newton's method on the L2-regularised soft-label log-loss (2 parameters)
-        p = [1 / (1 + math.exp(-(a + b * xi))) for xi in x]
-        ga = sum(pi - yi for pi, yi in zip(p, prefs, strict=True)) + l2 * a
-        gb = sum((pi - yi) * xi for pi, yi, xi in zip(p, prefs, x, strict=True)) + l2 * b
-        w = [pi * (1 - pi) for pi in p]
-        haa = sum(w) + l2
-        hab = sum(wi * xi for wi, xi in zip(w, x, strict=True))
-        hbb = sum(wi * xi * xi for wi, xi in zip(w, x, strict=True)) + l2
-        det = haa * hbb - hab * hab
-        if det <= 0:
-            break
-        a -= (hbb * ga - hab * gb) / det
-        b -= (haa * gb - hab * ga) / det
-    return 100.0 / (1 + math.exp(-a))
-
-
-def alpaca_eval(
+def alpaca_annotations(
     judge: Chat, questions: list[dict], outputs: Sequence[str], baseline_outputs: Sequence[str],
-    templates: dict | None = None, seed: int = 0, length: Any = len,
-) -> dict[str, Any]:  # fmt: skip
-    """AlpacaEval 2 win rate and length-controlled win rate (%) of ``outputs`` against ``baseline_outputs``.
-
-    ``length``: text -> length used by the length control (AlpacaEval counts characters; default ``len``)."""
+    templates: dict | None = None, seed: int = 0, generator: str = "model", baseline: str = "baseline",
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The judge's AlpacaEval annotations (AlpacaEval's JSON shape: ``index``, ``instruction``, ``output_1`` =
+    baseline, ``output_2`` = model, ``generator_1/2``, ``preference`` in [1, 2], 2 = the model is preferred). The
+    judge sees the two outputs in a random order per instruction (``seed``; AlpacaEval's is_randomize_output_order)
+    and ``preference = 1 + P(the model's identifier)`` over the two identifiers (its ``logprob_parser``)."""
     t = (templates or load_templates())["alpaca_eval"]["preference"]
     m, big_m = t.get("options", ["m", "M"])
     rng = random.Random(seed)
@@ -394,21 +290,26 @@ def alpaca_eval(
         om, oM = (out, base) if first else (base, out)
         convs.append(render(t, instruction=q["turns"][0], output_m=om, output_big_m=oM))
     probs = judge.choice_probs(convs, [m, big_m])
-    prefs = [p[m] if first else p[big_m] for p, first in zip(probs, model_first, strict=True)]
-    lc = length_controlled_win_rate(
-        prefs, [length(o) for o in outputs], [length(b) for b in baseline_outputs]
-    )
-    return {"win_rate": 100.0 * sum(prefs) / len(prefs), "lc_win_rate": lc, "preferences": prefs,
-            "model_first": model_first}  # fmt: skip
+    return [{"index": q.get("index", i), "instruction": q["turns"][0], "output_1": b, "output_2": o,
+             "generator_1": baseline, "generator_2": generator, "model_first": first,
+             "preference": 1.0 + (p[m] if first else p[big_m])}
+            for i, (q, o, b, p, first) in enumerate(zip(questions, outputs, baseline_outputs, probs, model_first,
+                                                        strict=True))]  # fmt: skip
 
 
-def write_alpaca_annotations(path: str | Path, questions: list[dict], outputs: Sequence[str],
-                             baseline_outputs: Sequence[str], result: dict[str, Any], generator: str) -> None:  # fmt: skip
-    """Annotations in AlpacaEval's JSON shape (instruction, output_1 = baseline, output_2 = model, preference in
-    [1, 2]) so ``alpaca_eval`` can compute its official GLM length-controlled win rate from our judge's votes."""
+def alpaca_eval(
+    judge: Chat, questions: list[dict], outputs: Sequence[str], baseline_outputs: Sequence[str],
+    templates: dict | None = None, seed: int = 0, generator: str = "model", glm_name: str = "length_controlled_v1",
+) -> dict[str, Any]:  # fmt: skip
+    """AlpacaEval 2 win rate and length-controlled win rate (%) of ``outputs`` against ``baseline_outputs``: the
+    judge's annotations (:func:`alpaca_annotations`) scored by the official ``alpaca_eval`` GLM (``glm_name``)."""
+    ann = alpaca_annotations(judge, questions, outputs, baseline_outputs, templates, seed, generator)
+    metrics = judge_scores.alpaca_eval_scores(ann, glm_name)
+    return {"win_rate": metrics["win_rate"], "lc_win_rate": metrics["length_controlled_winrate"],
+            "lc_standard_error": metrics["lc_standard_error"], "metrics": metrics, "annotations": ann}  # fmt: skip
 
-    rows = [{"instruction": q["turns"][0], "output_1": b, "output_2": o, "generator_1": "baseline",
-             "generator_2": generator, "preference": 1.0 + p}
-            for q, o, b, p in zip(questions, outputs, baseline_outputs, result["preferences"], strict=True)]  # fmt: skip
+
+def write_json(path: str | Path, data: Any) -> None:
+    """``data`` as indented JSON, written atomically (a judge result, AlpacaEval annotations)."""
     with atomic_write(path) as f:
-        json.dump(rows, f, indent=1)
+        json.dump(data, f, indent=1, allow_nan=False)

@@ -1,0 +1,250 @@
+"""Table 3's judge (psftlib.eval.judge, judge_scores, judge_run; rules/judge.smk), offline: templates and parsing,
+each benchmark's published scorer on hand-built verdicts (AlpacaEval's official LC GLM, arena-hard-auto's
+Bradley-Terry, FastChat's means), and the whole judge run on a tiny random transformers model as judge and judged.
+
+AlpacaEval's GLM downloads ``df_gamed.csv`` (its gamed baselines and instruction difficulties) from the hub; offline,
+the test serves a hand-built one of the same columns in its place (``hub_gamed``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from psftlib.eval import judge, judge_run, judge_scores
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures" / "paper"
+N = 40  # instructions of the hand-built AlpacaEval sets
+
+
+@pytest.fixture
+def hub_gamed(tmp_path, monkeypatch):
+    """AlpacaEval's hub file df_gamed.csv, hand-built: two gamed baselines (verbose / concise, preference 0.5) on N
+    instructions of known difficulty; the official module's hub download returns it."""
+    rows = [{"model": g, "index": i, "instruction_difficulty": (i % 5 - 2) / 2, "not_gamed_baseline": False,
+             "std_delta_len": sign * 1.5, "preference": 0.5}
+            for g, sign in (("gamed_verbose", -1), ("gamed_concise", 1)) for i in range(N)]  # fmt: skip
+    path = tmp_path / "df_gamed.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    glm = judge_scores._glm_winrate()
+    monkeypatch.setattr(glm, "hf_hub_download", lambda **kw: str(path))
+    return glm
+
+
+def _annotations(lengths, prefs, generator="model"):
+    return [{"index": i, "instruction": f"q{i}", "output_1": "b" * 100, "output_2": "m" * n, "generator_1": "base",
+             "generator_2": generator, "preference": 1.0 + p} for i, (n, p) in enumerate(zip(lengths, prefs, strict=True))]  # fmt: skip
+
+
+# ---- AlpacaEval 2: the official length-controlled win rate ----------------------------------------------------------
+
+
+def test_official_lc_of_the_baseline_against_itself_is_50(hub_gamed):
+    lengths = [60 + 2 * i for i in range(N)]
+    m = judge_scores.alpaca_eval_scores(_annotations(lengths, [0.3] * N, generator="base"))
+    assert m["length_controlled_winrate"] == 50.0  # get_length_controlled_winrate: 0.5 "by construction"
+    assert m["win_rate"] == pytest.approx(30.0)  # AbsoluteScoringRule: the mean preference for output_2
+
+
+def test_official_lc_removes_a_length_preference(hub_gamed):
+    # the judge prefers the longer output; the model is longer on 3 instructions in 4: a raw win rate far above 50
+    lengths = [160 if i % 4 else 40 for i in range(N)]
+    prefs = [0.85 if i % 4 else 0.15 for i in range(N)]
+    m = judge_scores.alpaca_eval_scores(_annotations(lengths, prefs))
+    assert m["win_rate"] == pytest.approx(100 * sum(prefs) / N)
+    assert abs(m["length_controlled_winrate"] - 50) < abs(m["win_rate"] - 50) - 10, m
+    # a preference that ignores length keeps its win rate
+    flat = judge_scores.alpaca_eval_scores(_annotations([60 + 3 * i for i in range(N)], [0.8] * N))
+    assert flat["length_controlled_winrate"] > 65.0 and flat["n_total"] == N
+
+
+def test_alpaca_eval_calls_the_official_function(hub_gamed, monkeypatch):
+    calls = []
+    official = hub_gamed.get_length_controlled_winrate
+    monkeypatch.setattr(
+        hub_gamed, "get_length_controlled_winrate", lambda *a, **k: calls.append(k) or official(*a, **k)
+    )
+    ae = judge.read_questions("alpaca_eval", FIX / "alpaca_eval.json")
+    outs = ["model answer one", "model answer two", "model three"]
+
+    class Prefers:  # the judge prefers the model's output wherever it is shown
+        def choice_probs(self, convs, options):
+            return [dict(zip(options, (0.9, 0.1) if '"""model' in c[-1]["content"].split('"m"')[1][:40]
+                             else (0.1, 0.9), strict=True)) for c in convs]  # fmt: skip
+
+    res = judge.alpaca_eval(Prefers(), ae, outs, [q["baseline"] for q in ae], generator="psft")
+    assert calls and calls[0]["glm_name"] == "length_controlled_v1"
+    assert res["win_rate"] == pytest.approx(90.0) and [a["index"] for a in res["annotations"]] == [0, 1, 2]
+    assert all(a["preference"] == pytest.approx(1.9) for a in res["annotations"])
+
+
+def test_alpaca_eval_prompt_is_alpaca_evals_own():
+    t = judge.load_templates()["alpaca_eval"]["preference"]
+    assert t["system"].startswith("You are a highly efficient assistant")
+    user = judge.render(t, instruction="INSTR", output_m="FIRST", output_big_m="SECOND")[-1]["content"]
+    assert '"instruction": """INSTR"""' in user and user.index("FIRST") < user.index('"M"') < user.index(
+        "SECOND"
+    )
+
+
+# ---- templates and questions ----------------------------------------------------------------------------------------
+
+
+def test_judge_templates_render_and_parse():
+    t = judge.load_templates()
+    msgs = judge.render(t["arena_hard"]["pairwise"], question="Q?", answer_a="first", answer_b="second")
+    assert msgs[0]["role"] == "system" and "[[A>>B]]" in msgs[0]["content"]
+    assert "Q?" in msgs[1]["content"] and msgs[1]["content"].index("first") < msgs[1]["content"].index(
+        "second"
+    )
+    with pytest.raises(judge.JudgeError, match="needs field 'answer'"):
+        judge.render(t["mt_bench"]["single"], question="Q?")
+    assert judge.parse_verdict("My final verdict is: [[B>A]]") == "B>A"
+    assert judge.parse_verdict("[[A>>B]] then [[A>>B]]") == "A>>B"
+    assert judge.parse_verdict("[[A>B]] or maybe [[B>A]]") is None and judge.parse_verdict("tie") is None
+
+
+def test_fastchat_templates_convert(tmp_path):
+    rows = [{"name": "single-v1", "system_prompt": "S", "prompt_template": "{question} {answer} [[rating]]"},
+            {"name": "single-math-v1", "system_prompt": "S", "prompt_template": "{question} {ref_answer_1} {answer}"},
+            {"name": "single-v1-multi-turn", "system_prompt": "S",
+             "prompt_template": "{question_1} {answer_1} {question_2} {answer_2}"},
+            {"name": "single-math-v1-multi-turn", "system_prompt": "S",
+             "prompt_template": "{ref_answer_1} {ref_answer_2} {question_1} {answer_1} {question_2} {answer_2}"},
+            {"name": "pair-v2", "system_prompt": "S", "prompt_template": "x"}]  # fmt: skip
+    (tmp_path / "judge_prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = judge.templates_from_fastchat(tmp_path / "judge_prompts.jsonl")
+    assert got["single_reference"]["prompt"] == "{question} {reference} {answer}"
+    judge.render(got["multi_turn_reference"], reference_1="a", reference_2="b", question_1="q", answer_1="x",
+                 question_2="q2", answer_2="y")  # fmt: skip
+
+
+def test_read_questions_of_each_benchmark():
+    mt = judge.read_questions("mt_bench", FIX / "mt_bench_question.jsonl")
+    assert [len(q["turns"]) for q in mt] == [2, 2] and mt[1]["reference"] == ["6", "2.5"]
+    ah = judge.read_questions("arena_hard", FIX / "arena_hard_question.jsonl")
+    assert ah[0]["turns"][0].startswith("Write a Python function") and ah[0]["category"] == "arena-hard-v0.1"
+    ae = judge.read_questions("alpaca_eval", FIX / "alpaca_eval.json")
+    assert ae[2]["turns"] == ["Suggest a name for a bakery."] and ae[2]["baseline"] == "Rise & Shine Bakery."
+
+
+# ---- Arena-Hard and MT-Bench ------------------------------------------------------------------------------------------
+
+
+class _Scripted:
+    def __init__(self, replies):
+        self.replies, self.seen = list(replies), []
+
+    def chat(self, conversations, temperature, top_p, max_new_tokens):
+        self.seen += list(conversations)
+        return [self.replies.pop(0) for _ in conversations]
+
+
+def test_arena_hard_bradley_terry_of_weighted_battles():
+    ah = judge.read_questions("arena_hard", FIX / "arena_hard_question.jsonl")
+    # q1: game 1 (baseline A) B>A, game 2 (model A) A>B: two model wins; q2: A>>B (baseline, weight 3), unparsed
+    res = judge.arena_hard(
+        _Scripted(["[[B>A]]", "[[A>B]]", "[[A>>B]]", "garbled"]),
+        ah,
+        ["m1", "m2"],
+        ["b1", "b2"],
+        bootstrap_rounds=20,
+    )
+    assert res["battles"] == 5 and res["unparsed"] == 1
+    assert res["win_rate"] == pytest.approx(
+        40.0, abs=1e-3
+    )  # two players: the BT win rate is the share of wins
+    assert 0.0 <= res["ci_low"] <= res["win_rate"] <= res["ci_high"] <= 100.0
+    ties = judge_scores.arena_hard_battles([("A=B", "B>A"), ("A>B", "B=A")], "m")
+    assert list(ties["winner"]) == ["tie", "model_a", "model_a", "tie"]
+    assert judge_scores.arena_hard_scores(ties, "m", num_rounds=10)["win_rate"] == pytest.approx(
+        25.0, abs=1e-3
+    )
+
+
+def test_mt_bench_rating_as_fastchat():
+    assert judge.parse_rating("Rating: [[7.5]] ... final Rating: [[6]]") == 7.5  # FastChat: the first match
+    assert judge.parse_rating("Rating: [9]") == 9.0 and judge.parse_rating("no score") is None
+    mt = judge.read_questions("mt_bench", FIX / "mt_bench_question.jsonl")
+    sj = _Scripted(["Rating: [[8]]", "Rating: [[6]]", "Rating: [[10]]", "no rating"])
+    res = judge.mt_bench(sj, mt, [["a1", "a2"], ["b1", "b2"]])
+    assert (res["turn1"], res["turn2"], res["unparsed_turn2"]) == (9.0, 6.0, 1)
+    assert "Reference" in sj.seen[2][1]["content"]  # the math question is judged against its reference
+
+
+# ---- the judge run (rules/judge.smk's command) on a tiny random model --------------------------------------------------
+
+
+def _tiny_chat_model(folder: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tok = Tokenizer(models.WordLevel(unk_token="<|unk|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    special = ["<|endoftext|>", "<|unk|>", "<|im_start|>", "<|im_end|>"]
+    tok.train_from_iterator(
+        ["system user assistant m M [[8]] [[A>B]] 1 2 3"], trainers.WordLevelTrainer(special_tokens=special)
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<|unk|>", pad_token="<|endoftext|>",
+                                   eos_token="<|im_end|>")  # fmt: skip
+    fast.chat_template = ("{% for m in messages %}{{ '<|im_start|> ' + m['role'] + ' ' + m['content'] + ' <|im_end|> ' }}"
+                          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|> assistant ' }}{% endif %}")  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
+                                         bos_token_id=None))  # fmt: skip
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+
+
+def test_judge_run_on_a_tiny_random_model(tmp_path, hub_gamed):
+    _tiny_chat_model(tmp_path / "tiny")
+    ah = [json.loads(line) for line in (FIX / "arena_hard_question.jsonl").read_text().splitlines()]
+    (tmp_path / "gpt-4-0314.jsonl").write_text("".join(json.dumps(
+        {"question_id": q["question_id"], "choices": [{"turns": [{"content": "1 2"}]}]}) + "\n" for q in ah))  # fmt: skip
+    prof = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    bench = prof["paper"]["judge"]["benchmarks"]
+    bench["mt_bench"].update(questions=str(FIX / "mt_bench_question.jsonl"), max_new_tokens=3)
+    bench["alpaca_eval"].update(questions=str(FIX / "alpaca_eval.json"), config=None, max_new_tokens=3)
+    bench["arena_hard"].update(questions=str(FIX / "arena_hard_question.jsonl"), max_new_tokens=3, bootstrap_rounds=5,
+                               baseline_answers=str(tmp_path / "gpt-4-0314.jsonl"))  # fmt: skip
+    prof["paper"]["judge"].update(
+        model=str(tmp_path / "tiny"), backend="hf", max_judge_tokens=3, batch_size=2
+    )
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(prof))
+    out = tmp_path / "eval" / "align_psft+dpo" / "judge.json"
+    res = judge_run.judge_run(str(tmp_path / "paper.yaml"), "align_psft+dpo", str(tmp_path / "tiny"), out)
+    scores = json.loads(out.read_text())["scores"]
+    assert scores == json.loads(json.dumps(res["scores"])) and set(scores) == {
+        "mt_bench",
+        "alpaca_eval",
+        "arena_hard",
+    }
+    assert (
+        0.0 <= scores["alpaca_eval"]["lc_win_rate"] <= 100.0
+        and 0.0 <= scores["alpaca_eval"]["win_rate"] <= 100.0
+    )
+    assert (
+        scores["arena_hard"]["battles"] + scores["arena_hard"]["unparsed"] >= 4 - 0
+    )  # 2 questions x 2 games
+    samples = json.loads(out.with_suffix(".samples.json").read_text())
+    assert len(samples["alpaca_eval"]["annotations"]) == 3 and len(samples["mt_bench"]["judgments"]) == 4
+
+
+def test_paper_dag_has_a_judge_job_per_table3_run():
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/paper.yaml"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    jobs = {line.split()[0]: int(line.split()[1]) for line in res.stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}  # fmt: skip
+    assert jobs.get("judge") == 6  # align_sft, align_psft, align_psft_prolong and each +dpo (Table 3's rows)
+    for run in ("align_sft", "align_psft_prolong+dpo"):
+        assert f"results/eval/paper/{run}/judge.json" in res.stdout
