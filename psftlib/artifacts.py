@@ -26,7 +26,7 @@ WHEN = ("figures", "calibration", "frontier", "grpo", "dpo", "always")
 PARAMS = ("runs", "smooth", "run", "cold_starts")
 READ_KINDS = ("metrics", "curves", "evals", "judge")
 RUN_SELECTIONS = ("runs", "runs+replicates", "base+runs", "table1", "first_run", "all_runs", "all", "calibration",
-                  "base+calibration", "base+frontier", "post", "runs+post", "trained")  # fmt: skip
+                  "base+calibration", "base+frontier", "post", "runs+post", "trained", "runs+stages")  # fmt: skip
 KEYS = ("paper", "when", "params", "reads", "paper_tables", "figures", "tables", "csv", "findings")
 
 
@@ -93,6 +93,10 @@ class Artifact:
             "post": lambda: [f"{cold}+{self.when}" for cold in runs],
             "runs+post": lambda: [*runs, *(f"{cold}+{self.when}" for cold in runs)],
             "trained": lambda: [*profile.runs, *profile.post_runs],
+            "runs+stages": lambda: [
+                *runs,
+                *(p for r in runs for p in profile.post_runs if p.startswith(f"{r}+")),
+            ],
         }[selection]()
 
     def inputs(self, profile: Any) -> list[str]:

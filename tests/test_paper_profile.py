@@ -495,3 +495,33 @@ def test_a_warmup_in_epochs_is_rounded_to_whole_train_batches():
     assert plan.first_psft_step == 2 * 2 and plan.objective(3) == "sft" and plan.objective(4) == "psft"
     with pytest.raises(ConfigError, match="sft_warmup_epochs: set it or sft_warmup_train_batches, not both"):
         TrainConfig(objective="psft", sft_warmup_epochs=0.5, sft_warmup_train_batches=2)
+
+
+def test_paper_dag_builds_the_vlm_moe_code_and_llama_tables_only_in_the_paper_profile():
+    """Tables 4-5 / Figures 9, 19-20 (§4.4), Table 8 (App. C.3), App. C.6 and Table 1's Llama rows are rules of the
+    paper DAG that need their runs (and the VLM's GRPO runs); the small-world profiles do not build them."""
+    import subprocess
+    import sys
+
+    from psftlib.artifacts import present
+
+    new = ["table1_llama", "table4_vlm", "table8_moe", "table_c6_code"]
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", *new, "--configfile", "config/paper.yaml"],
+                         cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", res.stdout[res.stdout.index("Job stats:") :], flags=re.M))
+    assert all(stats.get(rule) == "1" for rule in new), stats
+    prof = load_profile("paper")
+    runs = [r for name in new for r in prof.figure_runs(name)]
+    assert int(stats["train"]) == len(runs) and int(stats["grpo"]) == 2  # vlm_sft+grpo, vlm_psft+grpo
+    for run in runs:
+        assert f"-m psftlib.train.hub --profile paper --run {run} " in res.stdout, run
+    assert "vlm_psft+grpo/metrics.jsonl" in res.stdout and "vlm_psft+grpo/eval.jsonl" in res.stdout
+    for name in ("mini", "smoke"):
+        assert not {a.name for a in present(load_profile(name))} & set(new), name
+    # the VLM's GRPO stage: Geometry-3k prompts and 5k response tokens (§4.4, App. C.7.6), a dataset of the profile
+    for run in ("vlm_sft", "vlm_psft"):
+        assert run in prof.cold_starts("grpo")
+        assert prof.run_source(run)["grpo"] == {"dataset": "geometry3k", "max_completion_length": 5 * 1024}
+    for run, src in PAPER["paper"]["run_sources"].items():
+        assert (src.get("grpo") or {}).get("dataset", "geometry3k") in PAPER["paper"]["datasets"], run
