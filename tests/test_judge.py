@@ -205,7 +205,9 @@ def _tiny_chat_model(folder: Path) -> None:
     fast.save_pretrained(folder)
 
 
-def test_judge_run_on_a_tiny_random_model(tmp_path, hub_gamed):
+def test_judge_run_on_a_tiny_random_model(tmp_path):
+    """rules/judge.smk's command on the profile's settings, offline: the fixtures' questions, a tiny random model as
+    judged model and judge (transformers), AlpacaEval's GLM data from a local df_gamed.csv (glm_data)."""
     _tiny_chat_model(tmp_path / "tiny")
     ah = [json.loads(line) for line in (FIX / "arena_hard_question.jsonl").read_text().splitlines()]
     (tmp_path / "gpt-4-0314.jsonl").write_text("".join(json.dumps(
@@ -213,7 +215,8 @@ def test_judge_run_on_a_tiny_random_model(tmp_path, hub_gamed):
     prof = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     bench = prof["paper"]["judge"]["benchmarks"]
     bench["mt_bench"].update(questions=str(FIX / "mt_bench_question.jsonl"), max_new_tokens=3)
-    bench["alpaca_eval"].update(questions=str(FIX / "alpaca_eval.json"), config=None, max_new_tokens=3)
+    bench["alpaca_eval"].update(questions=str(FIX / "alpaca_eval.json"), config=None, max_new_tokens=3,
+                                glm_data=str(FIX / "alpaca_eval_df_gamed.csv"))  # fmt: skip
     bench["arena_hard"].update(questions=str(FIX / "arena_hard_question.jsonl"), max_new_tokens=3, bootstrap_rounds=5,
                                baseline_answers=str(tmp_path / "gpt-4-0314.jsonl"))  # fmt: skip
     prof["paper"]["judge"].update(
@@ -223,20 +226,18 @@ def test_judge_run_on_a_tiny_random_model(tmp_path, hub_gamed):
     out = tmp_path / "eval" / "align_psft+dpo" / "judge.json"
     res = judge_run.judge_run(str(tmp_path / "paper.yaml"), "align_psft+dpo", str(tmp_path / "tiny"), out)
     scores = json.loads(out.read_text())["scores"]
-    assert scores == json.loads(json.dumps(res["scores"])) and set(scores) == {
-        "mt_bench",
-        "alpaca_eval",
-        "arena_hard",
-    }
+    assert scores == json.loads(json.dumps(res["scores"])) and set(scores) == set(judge_run.BENCHMARKS)
+    ae = scores["alpaca_eval"]
     assert (
-        0.0 <= scores["alpaca_eval"]["lc_win_rate"] <= 100.0
-        and 0.0 <= scores["alpaca_eval"]["win_rate"] <= 100.0
+        0.0 <= ae["lc_win_rate"] <= 100.0 and 0.0 <= ae["win_rate"] <= 100.0 and ae["metrics"]["n_total"] == 3
     )
-    assert (
-        scores["arena_hard"]["battles"] + scores["arena_hard"]["unparsed"] >= 4 - 0
-    )  # 2 questions x 2 games
     samples = json.loads(out.with_suffix(".samples.json").read_text())
     assert len(samples["alpaca_eval"]["annotations"]) == 3 and len(samples["mt_bench"]["judgments"]) == 4
+    assert len(samples["arena_hard"]["judgments"]) == 4 and [
+        len(a) for a in samples["mt_bench"]["answers"]
+    ] == [2, 2]
+    per_game = [v for q in samples["arena_hard"]["per_question"].values() for v in q.values()]
+    assert scores["arena_hard"]["unparsed"] == sum(v is None for v in per_game) and len(per_game) == 4
 
 
 def test_paper_dag_has_a_judge_job_per_table3_run():

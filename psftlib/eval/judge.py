@@ -300,11 +300,13 @@ def alpaca_annotations(
 def alpaca_eval(
     judge: Chat, questions: list[dict], outputs: Sequence[str], baseline_outputs: Sequence[str],
     templates: dict | None = None, seed: int = 0, generator: str = "model", glm_name: str = "length_controlled_v1",
+    gamed_csv: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """AlpacaEval 2 win rate and length-controlled win rate (%) of ``outputs`` against ``baseline_outputs``: the
-    judge's annotations (:func:`alpaca_annotations`) scored by the official ``alpaca_eval`` GLM (``glm_name``)."""
+    judge's annotations (:func:`alpaca_annotations`) scored by the official ``alpaca_eval`` GLM (``glm_name``;
+    ``gamed_csv``: a local copy of its precomputed data, see :func:`judge_scores.alpaca_eval_scores`)."""
     ann = alpaca_annotations(judge, questions, outputs, baseline_outputs, templates, seed, generator)
-    metrics = judge_scores.alpaca_eval_scores(ann, glm_name)
+    metrics = judge_scores.alpaca_eval_scores(ann, glm_name, gamed_csv)
     return {"win_rate": metrics["win_rate"], "lc_win_rate": metrics["length_controlled_winrate"],
             "lc_standard_error": metrics["lc_standard_error"], "metrics": metrics, "annotations": ann}  # fmt: skip
 

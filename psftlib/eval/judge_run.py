@@ -99,7 +99,8 @@ def judge_run(profile: str, run: str, checkpoint: str, out: str | Path) -> dict[
         qs = questions["alpaca_eval"]
         scores["alpaca_eval"] = judge.alpaca_eval(judge_chat, qs, [a[0] for a in answers["alpaca_eval"]],
                                                   [q["baseline"] for q in qs], templates, seed, generator=run,
-                                                  glm_name=benches["alpaca_eval"].get("glm", "length_controlled_v1"))  # fmt: skip
+                                                  glm_name=benches["alpaca_eval"].get("glm", "length_controlled_v1"),
+                                                  gamed_csv=str(ROOT / gd) if (gd := benches["alpaca_eval"].get("glm_data")) else None)  # fmt: skip
     if "arena_hard" in benches:
         qs = questions["arena_hard"]
         scores["arena_hard"] = judge.arena_hard(judge_chat, qs, [a[0] for a in answers["arena_hard"]],

@@ -23,6 +23,7 @@ import math
 import sys
 import types
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,22 +76,35 @@ def _glm_winrate() -> Any:
 
 
 def alpaca_eval_scores(
-    annotations: Sequence[dict[str, Any]], glm_name: str = "length_controlled_v1"
+    annotations: Sequence[dict[str, Any]],
+    glm_name: str = "length_controlled_v1",
+    gamed_csv: str | None = None,
 ) -> dict[str, Any]:
     """AlpacaEval 2's win rate and length-controlled win rate (%) by the official package.
 
     ``annotations``: AlpacaEval's shape, one per instruction: ``index`` (its position in AlpacaEval's evaluation
     set), ``instruction``, ``output_1`` (baseline), ``output_2`` (model), ``generator_1``, ``generator_2`` and
-    ``preference`` in [1, 2] (2 = the model's output is preferred)."""
+    ``preference`` in [1, 2] (2 = the model's output is preferred). ``gamed_csv``: a local copy of the GLM's
+    precomputed ``df_gamed.csv`` (columns model, index, preference, std_delta_len, instruction_difficulty,
+    not_gamed_baseline), handed to the official function in place of its hub download (offline runs, tiny
+    worlds); None downloads AlpacaEval's own."""
     need = {"index", "output_1", "output_2", "generator_1", "generator_2", "preference"}
     for i, a in enumerate(annotations):
         if missing := need - set(a):
             raise ScorerError(f"alpaca_eval annotation {i}: missing {sorted(missing)}")
     glm = _glm_winrate()
     df = pd.DataFrame(list(annotations))
-    metrics = glm.get_length_controlled_winrate(
-        df, glm_name=glm_name, save_weights_dir=None, is_add_glm_preference_inplace=False
-    )
+    if gamed_csv is not None and not Path(gamed_csv).exists():
+        raise ScorerError(f"{gamed_csv}: no such file (paper.judge.benchmarks.alpaca_eval.glm_data)")
+    download = glm.hf_hub_download
+    if gamed_csv is not None:  # the module's only hub file on this path is df_gamed.csv
+        glm.hf_hub_download = lambda **kw: str(gamed_csv)
+    try:
+        metrics = glm.get_length_controlled_winrate(
+            df, glm_name=glm_name, save_weights_dir=None, is_add_glm_preference_inplace=False
+        )
+    finally:
+        glm.hf_hub_download = download
     out = {
         k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
         for k, v in metrics.items()
