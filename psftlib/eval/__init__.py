@@ -3,7 +3,10 @@
 harness.py    evaluate(): a model on named tasks through lm-eval; scores and every sample
 training.py   the in-training evaluator (curves), checkpoint selection, the base model's step-0 point
 verify.py     answer extraction and math-verify
-judge.py      judge-based alignment scores (paper profile)
+judge.py      judge-based alignment scores (paper profile): templates, parsing, asking the judge
+judge_chat.py the judge's chat backends (vLLM, transformers)
+judge_scores.py  each benchmark's published scorer (AlpacaEval's official LC GLM, Arena-Hard BT, MT-Bench)
+judge_run.py  python -m psftlib.eval.judge_run: one run's Table 3 judge scores (rules/judge.smk)
 tasks/        our lm-eval task YAMLs and their scoring (utils.py)
 __main__.py   python -m psftlib.eval
 """
