@@ -49,7 +49,8 @@ sources = (prof.data.get("paper") or {}).get("run_sources", {})
 grpo_data = {
     r: (sources.get(r, {}).get("grpo") or {}).get("dataset", "the grpo stage's dataset") for r in runs
 }
-TEXT_SETS = ["in_domain", "vlm_text_ood"]  # App. C.7.4 (i) and (ii): the math sets, MMLU / MMLU-Pro
+# App. C.7.4 (i) and (ii): the math sets, MMLU / MMLU-Pro (those the profile has: a tiny world keeps our tasks only)
+TEXT_SETS = [s for s in ("in_domain", "vlm_text_ood") if s in prof.task_sets]
 IMAGE_SETS = [
     "vlm_image_in_domain",
     "vlm_image_out_of_domain",

@@ -29,16 +29,23 @@ def _scores(tasks: list[str], rng: np.random.Generator) -> dict[str, dict[str, f
     return out
 
 
-def _fake_results(root, runs: list[str]) -> None:
-    """metrics.jsonl, eval.jsonl (post-training runs) and every final evaluation of ``runs`` in ``root``."""
-    for name in ("config", "notebooks"):
-        (root / name).symlink_to(ROOT / name)
+def _fake_results(root, runs: list[str], profile: str = "paper") -> None:
+    """A project root: the checkout's profiles (and the tiny hub world's, written from paper.yaml), notebooks and
+    paper numbers; metrics.jsonl, eval.jsonl and every final evaluation of ``runs`` of ``profile``."""
+    (root / "config").mkdir()
+    for path in (ROOT / "config").iterdir():
+        (root / "config" / path.name).symlink_to(path)
+    if profile == "paper_tiny":
+        from psftlib.worlds.stand_ins import write_profile
+
+        write_profile(root)
+    (root / "notebooks").symlink_to(ROOT / "notebooks")
     (root / "results").mkdir()
     (root / "results" / "paper").symlink_to(ROOT / "results" / "paper")
-    prof = load_profile("paper")
+    prof = load_profile(root / "config" / f"{profile}.yaml")
     rng = np.random.default_rng(0)
     for i, run in enumerate(runs):
-        folder = root / "results" / "runs" / "paper" / run
+        folder = root / "results" / "runs" / profile / run
         folder.mkdir(parents=True)
         steps = [
             {"step": s, "train_batch": s / 2, "epoch": s / 8, "entropy": (i + 1) / s, "nll": 2 / s}
@@ -50,7 +57,7 @@ def _fake_results(root, runs: list[str]) -> None:
             for b in (0, 2, 4)
         ]
         (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
-        evals = root / "results" / "eval" / "paper" / run
+        evals = root / "results" / "eval" / profile / run
         evals.mkdir(parents=True)
         for task_set in prof.final_task_sets:
             tasks = prof.task_sets[task_set]
@@ -109,3 +116,27 @@ def test_paper_only_notebooks_draw_their_tables_and_figures_from_fake_results(tm
         "code_sft",
         "code_psft",
     ]  # base: these runs' base model is the profile's
+
+
+def test_paper_only_notebooks_run_as_the_pipeline_runs_them_in_the_tiny_hub_world(tmp_path):
+    """The tiny hub world (psftlib.worlds.stand_ins: paper.yaml cut to CPU, our paper_* tasks only) builds the same
+    rules: each notebook, run by psftlib.notebook with the parameters the Snakefile passes, draws from its results."""
+    from psftlib.worlds.stand_ins import PROFILE
+
+    runs = ["base", *(r for n in NOTEBOOKS for r in load_profile("paper").figure_runs(n))]
+    runs += [p for p in load_profile("paper").post_runs if p.split("+")[0] in runs]
+    _fake_results(tmp_path, runs, PROFILE)
+    prof = load_profile(tmp_path / "config" / f"{PROFILE}.yaml")
+    env = {**os.environ, "PSFT_ROOT": str(tmp_path), "MPLBACKEND": "Agg"}
+    for name in NOTEBOOKS:
+        art = load_artifacts()[name]
+        assert art.present(prof), name
+        flags = [x for k, v in art.params_of(prof).items() for x in ("-p", k, json.dumps(v))]
+        res = subprocess.run([sys.executable, "-m", "psftlib.notebook", f"notebooks/{name}.py",
+                              str(tmp_path / f"{name}.ipynb"), "-p", "publish", "true", *flags],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        for stem in art.tables:
+            assert (tmp_path / "results" / "tables" / PROFILE / f"{stem}.md").exists(), stem
+        for stem in art.figures:
+            assert (tmp_path / "figures" / PROFILE / f"{stem}.png").exists(), stem
