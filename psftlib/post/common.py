@@ -74,7 +74,8 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
             out_dir.mkdir(parents=True, exist_ok=True)
             self.partial = out_dir / ".metrics.jsonl.partial"
             self.eval_partial = out_dir / ".eval.jsonl.partial"
-            for p in (self.partial, self.eval_partial):
+            self.writes = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch, rank 0 writes the files
+            for p in (self.partial, self.eval_partial) if self.writes else ():
                 p.write_text("")
             self.rows: list[dict[str, float]] = []
 
@@ -82,6 +83,8 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
             if evaluator is None:
                 return
             scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
+            if not self.writes:  # every rank evaluates (a sharded model needs each rank's forward); rank 0 writes
+                return
             with open(self.eval_partial, "a") as f:
                 f.write(
                     json.dumps({"step": step, "train_batch": step / steps_per_train_batch, **scores}) + "\n"
@@ -101,6 +104,8 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     row[RENAME.get(key, key)] = float(value)
             self.rows.append(row)
+            if not self.writes:
+                return
             with open(self.partial, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
@@ -109,6 +114,8 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
                 self._eval(model, state.global_step)
 
         def finish(self) -> None:
+            if not self.writes:
+                return
             os.replace(self.partial, out_dir / "metrics.jsonl")
             if evaluator is not None:
                 os.replace(self.eval_partial, out_dir / "eval.jsonl")

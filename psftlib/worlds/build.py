@@ -108,13 +108,16 @@ def _unreadable(folder: Path, names: tuple[str, ...], what: str, err: Exception)
 
 
 def load_checkpoint(path: str | Path) -> tuple[Any, Any]:
-    """(model in fp32, the project's tokenizer) of a saved checkpoint, generation ending at our EOS."""
-    from transformers import AutoModelForCausalLM
+    """(model in fp32, the project's tokenizer) of a saved checkpoint, generation ending at our EOS. A vision-language
+    checkpoint (a ``vision_config``: the paper's Qwen2.5-VL runs) loads whole, as the image-text model it is."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     path = check_checkpoint(path)
     tokenizer = load_tokenizer(path)
+    vlm = "vision_config" in read_json(path / "config.json", "a Hugging Face model config")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        auto = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+        model = auto.from_pretrained(str(path), dtype=torch.float32)
     except Exception as err:  # e.g. a truncated model.safetensors: safetensors' error does not name the file
         weights = tuple(sorted(p.name for p in path.glob("*.safetensors"))) or ("model weights",)
         _unreadable(path, ("config.json", "generation_config.json", *weights), "model", err)

@@ -18,8 +18,8 @@ read from disk before the hub is asked) and the paper's code paths run unchanged
 :func:`link_project` adds links to this checkout's code, profiles, notebooks and the paper's numbers, so the folder
 is a project root of its own and nothing is written into the checkout's ``results/``::
 
-    python -m psftlib.worlds.stand_ins /tmp/tiny
-    cd /tmp/tiny && PSFT_ROOT=$PWD snakemake --cores 2 --configfile config/paper_tiny.yaml
+    python -m psftlib.worlds.stand_ins <folder>
+    cd <folder> && PSFT_ROOT=$PWD snakemake --cores 2 --configfile config/paper_tiny.yaml
 
 Nothing is downloaded: the models are built from config with a fixed seed, the tokenizer is trained on the fixtures.
 """
@@ -67,6 +67,14 @@ TRAIN_DATA = {
     "hiyouga/geometry3k": ("paper/geometry3k.jsonl", "train.jsonl"),
     "open-r1/codeforces-cots": ("paper/codeforces_cots.jsonl", "train.jsonl"),
 }
+# The judge's question sets (paper.judge.benchmarks.*.questions): hub id -> (fixture, file name), and the Arena-Hard
+# baseline's answers (a stand-in text per question, at the path paper.yaml names)
+JUDGE_DATA = {
+    "HuggingFaceH4/mt_bench_prompts": ("paper/mt_bench_question.jsonl", "train.jsonl"),
+    "tatsu-lab/alpaca_eval": ("paper/alpaca_eval.json", "eval.json"),
+    "lmarena-ai/arena-hard-auto-v0.1": ("paper/arena_hard_question.jsonl", "train.jsonl"),
+}
+ARENA_BASELINE = "data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl"
 REPEAT = 16  # training fixtures have 2-5 rows: each row 16 times fills a tiny train batch (TRAIN_BATCH)
 IMAGES = ("paper/geometry3k_0.png", "paper/geometry3k_1.png")  # beside geometry3k's rows, which name them
 
@@ -193,6 +201,16 @@ def write_datasets(root: Path) -> list[str]:
         rows = (FIXTURES / fixture).read_text().strip().splitlines()
         (root / hub_id / name).write_text("\n".join(rows * REPEAT) + "\n")  # enough rows for a train batch
         written.append(f"{hub_id}/{name}")
+    for hub_id, (fixture, name) in JUDGE_DATA.items():
+        (root / hub_id).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(FIXTURES / fixture, root / hub_id / name)
+        written.append(f"{hub_id}/{name}")
+    arena = [
+        json.loads(line) for line in (FIXTURES / JUDGE_DATA["lmarena-ai/arena-hard-auto-v0.1"][0]).open()
+    ]
+    (root / ARENA_BASELINE).parent.mkdir(parents=True, exist_ok=True)
+    (root / ARENA_BASELINE).write_text("".join(
+        json.dumps({"question_id": q["question_id"], "answer": "A stand-in baseline answer."}) + "\n" for q in arena))  # fmt: skip
     for image in IMAGES:
         shutil.copyfile(FIXTURES / image, root / "hiyouga/geometry3k" / Path(image).name)
     for task, (hub_id, config, split) in _eval_tasks().items():
@@ -277,6 +295,19 @@ def tiny_profile(paper: dict[str, Any]) -> dict[str, Any]:
         spec.update(id=f"{spec['id']}/{TRAIN_DATA[spec['id']][1]}", limit=TRAIN_BATCH)
     hub["datasets"]["ultrafeedback_prefs"]["limit"] = 16  # DPO: 2 optimizer steps of 8 pairs
     hub["launcher"].update(accelerate_config="config/accelerate/fsdp_cpu.yaml", num_processes=2)
+    if judge := hub.get(
+        "judge"
+    ):  # Table 3's judge: the MoE stand-in on transformers, the fixtures' questions
+        judge.update({k: v for k, v in (("backend", "hf"), ("tensor_parallel_size", 1), ("max_judge_tokens", 16))
+                      if k in judge})  # fmt: skip
+        for spec in judge.get("benchmarks", {}).values():
+            spec.pop("config", None)
+            spec.update(
+                questions=f"{spec['questions']}/{JUDGE_DATA[spec['questions']][1]}",
+                limit=2,
+                max_new_tokens=16,
+            )
+            spec.update({k: 10 for k in ("bootstrap_rounds",) if k in spec})
     hub["resources"] = {rule: {**spec, "gpu": 0} for rule, spec in hub.get("resources", {}).items()}
     return tiny
 
