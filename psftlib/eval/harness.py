@@ -238,8 +238,10 @@ def evaluate(
         torch.set_rng_state(rng[1])
     if was_training is not None:
         model.train(was_training)
-    if res is None:  # lm-eval returns the results on local rank 0 only; another rank ran the same evaluation (an
-        return {"tasks": tasks, "scores": {}}  # in-memory model under accelerate launch: every rank's forward)
+    # lm-eval returns the results on local rank 0 only; another rank ran the same evaluation (an in-memory model
+    # under accelerate launch: every rank's forward)
+    if res is None:
+        return {"tasks": tasks, "scores": {}}
     samples, scores = _samples_and_scores(res)
     summary = {
         "tasks": tasks,

@@ -74,7 +74,8 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
             out_dir.mkdir(parents=True, exist_ok=True)
             self.partial = out_dir / ".metrics.jsonl.partial"
             self.eval_partial = out_dir / ".eval.jsonl.partial"
-            self.writes = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch, rank 0 writes the files
+            # under accelerate launch, rank 0 writes the files
+            self.writes = int(os.environ.get("RANK", "0")) == 0
             for p in (self.partial, self.eval_partial) if self.writes else ():
                 p.write_text("")
             self.rows: list[dict[str, float]] = []
@@ -83,7 +84,8 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
             if evaluator is None:
                 return
             scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
-            if not self.writes:  # every rank evaluates (a sharded model needs each rank's forward); rank 0 writes
+            # every rank evaluates (a sharded model needs each rank's forward); rank 0 writes
+            if not self.writes:
                 return
             with open(self.eval_partial, "a") as f:
                 f.write(
