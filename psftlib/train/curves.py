@@ -23,11 +23,13 @@ class Curves:
 
     ``evaluator(model) -> {name: score}``; ``select(scores) -> float | None`` the selection score;
     ``initial_scores``: the evaluator's scores of the initial weights when already known (step 0 is not redone).
+    ``unshard``: under FSDP, a :class:`psftlib.train.shard.Unsharded` that gathers the whole model on rank 0 (every
+    rank calls it), which is evaluated and kept there while the other ranks wait at the barrier.
     """
 
     def __init__(self, evaluator: Callable | None, every: int, select: Callable | None,
                  initial_scores: dict[str, float] | None, plan: Plan, files: RunFiles, tokenizer: Any, lora: bool,
-                 world: int, rank: int):  # fmt: skip
+                 world: int, rank: int, unshard: Callable | None = None):  # fmt: skip
         self.evaluator, self.every, self.select, self.initial_scores = (
             evaluator,
             every,
@@ -42,6 +44,7 @@ class Curves:
             world,
             rank,
         )
+        self.unshard = unshard
 
     def due(self, done: int) -> bool:
         return bool(self.every) and (done % self.every == 0 or done == self.plan.n_steps)
@@ -50,10 +53,12 @@ class Curves:
         """Evaluate after ``done`` optimizer steps; ``state["selected"]`` records the kept checkpoint."""
         if self.evaluator is None:
             return
+        known = done == 0 and self.initial_scores is not None
+        if self.unshard is not None and not known:
+            model = self.unshard(model)  # a collective: the whole model on rank 0, None elsewhere
         if self.rank == 0:
             where = self.plan.position(done)
             # evaluate() gives the model back in the mode it found it; step 0 may be known already (the base's)
-            known = done == 0 and self.initial_scores is not None
             scores = dict(self.initial_scores) if known else self.evaluator(model)
             self.files.log_eval({**where, **scores})
             # the base (step 0) is no candidate
@@ -61,6 +66,8 @@ class Curves:
             if score is not None and score >= state.get("selected", {}).get("score", -math.inf):
                 save_model(model, self.tokenizer, self.files.out_dir / "selected", self.lora)
                 state["selected"] = {**where, "score": score}
+        if self.unshard is not None:
+            self.unshard.release()
         if self.world > 1:
             torch.distributed.barrier()
 

@@ -20,6 +20,7 @@ from psftlib.data import encode_all, read_jsonl
 from psftlib.layout import ROOT
 from psftlib.runtime import init_distributed, set_threads
 from psftlib.train.loop import train
+from psftlib.train.run import in_training_eval
 from psftlib.worlds.models import load_model
 
 
@@ -48,8 +49,10 @@ def train_hub_run(
             f"{path}: no data for run {run!r}; snakemake {path.relative_to(ROOT)} loads it"
         )
     examples, report = encode_all(tokenizer, read_jsonl(path), cfg.max_length, cfg.truncation)
+    # Figure 3's curves and Table 1's selection (eval.during_training); under FSDP on rank 0 with the gathered model
+    curves = in_training_eval(prof, tokenizer, cfg.steps_per_train_batch, Path(base or src["model_id"]), None)
     return train(cfg, model, examples, out_dir or prof.layout.run(run), tokenizer.pad_token_id,
-                 tokenizer=tokenizer, progress=progress, encode_report=report)  # fmt: skip
+                 tokenizer=tokenizer, progress=progress, encode_report=report, **curves)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,7 +46,7 @@ from psftlib.train.curves import Curves
 from psftlib.train.plan import Plan, micro_batches
 from psftlib.train.refresh import refresh
 from psftlib.train.resume import RunFiles, inject_fault
-from psftlib.train.shard import apply_lora, save_model, shard
+from psftlib.train.shard import Unsharded, apply_lora, save_model, shard
 from psftlib.train.step import Reference, backward_mini_batch, needs_reference
 from psftlib.train.telemetry import gather_rows, sample_tokens, step_row, write_tokens
 
@@ -86,16 +86,18 @@ def train(
     bf16 = cfg.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else None
     torch.manual_seed(cfg.seed)
-    model, reference, fsdp = _prepare(model, cfg, plan, bf16, with_curves=evaluator is not None)
+    model, reference, unshard = _prepare(model, cfg, plan, bf16, with_curves=evaluator is not None)
+    fsdp = cfg.fsdp and world > 1
     if fsdp:
         autocast = None  # the sharding's mixed-precision policy casts instead
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _adamw(params, cfg)
     files = RunFiles(out_dir, rank, with_curves=evaluator is not None)
     state = files.load_state(model, optimizer, cfg, len(examples))
+    files.check_ranks_agree(state["step"])
     history = files.start(cfg, plan, encode_report, state["step"])
     curves = Curves(evaluator, eval_every, select_checkpoint, initial_scores, plan, files, tokenizer,
-                    bool(cfg.lora_r), world, rank)  # fmt: skip
+                    bool(cfg.lora_r), world, rank, unshard)  # fmt: skip
 
     model.train()
     bar = tqdm(total=plan.n_steps, initial=state["step"], desc=cfg.objective, disable=not progress or rank != 0,
@@ -149,6 +151,8 @@ def train(
                 and state["step"] < plan.n_steps
             ):
                 files.save_state(model, optimizer, state, cfg, len(examples))
+                if world > 1:  # no rank goes on (or is killed) before every rank's state is on disk
+                    torch.distributed.barrier()
             inject_fault(state["step"])
         _finish(model, tokenizer, cfg, state, files, curves, fsdp, world, rank)
     finally:
@@ -159,27 +163,25 @@ def train(
 
 def _prepare(
     model: torch.nn.Module, cfg: TrainConfig, plan: Plan, bf16: bool, with_curves: bool
-) -> tuple[torch.nn.Module, Reference | None, bool]:
+) -> tuple[torch.nn.Module, Reference | None, Unsharded | None]:
     """LoRA, gradient checkpointing, the reference model (when an objective of the run needs it), FSDP sharding;
-    returns (model, reference, whether sharded)."""
+    returns (model, reference, rank 0's unsharded copy for in-training evaluation under FSDP)."""
     if cfg.lora_r:
         model = apply_lora(model, cfg)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     used = {plan.objective(s) for s in (0, plan.n_steps - 1)}
     reference = Reference(model, bool(cfg.lora_r)) if needs_reference(used, cfg) else None
-    fsdp = cfg.fsdp and plan.world > 1
-    if fsdp:
+    unshard = None
+    if cfg.fsdp and plan.world > 1:
         if cfg.lora_r:
             raise ConfigError("fsdp: not supported with lora_r > 0 (LoRA adapters are small: leave fsdp off)")
-        if with_curves:
-            raise ConfigError(
-                "fsdp: in-training evaluation runs on rank 0 with the whole model; turn one off"
-            )
+        if with_curves:  # evaluated on rank 0 with the whole model, gathered at each evaluation
+            unshard = Unsharded(model, plan.rank)
         model = shard(model, bf16)
         if reference is not None:
             reference.model = shard(reference.model, bf16)
-    return model, reference, fsdp
+    return model, reference, unshard
 
 
 def _adamw(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:

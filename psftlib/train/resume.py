@@ -28,7 +28,7 @@ import torch
 
 from psftlib.config import TrainConfig
 from psftlib.data import DataError, EncodeReport, atomic_write
-from psftlib.runtime import FolderLockedError, acquire_folder_lock, release_folder_lock
+from psftlib.runtime import FolderLockedError, acquire_folder_lock, all_reduce, dist, release_folder_lock
 from psftlib.train.plan import Plan
 
 FAULT_ENV = (
@@ -89,6 +89,17 @@ class RunFiles:
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         return saved["state"]
+
+    def check_ranks_agree(self, step: int) -> None:
+        """With several processes every rank must resume from the same step (each saves its own state file; a kill
+        while they were written can leave them apart): a clear error otherwise, on every rank."""
+        if dist()[0] > 1:
+            steps = all_reduce(torch.tensor([step, -step], dtype=torch.float64), op="max")
+            if steps[0] != -steps[1]:
+                raise DataError(
+                    f"{self.resume_dir}: the processes' resume states are at different steps ({int(-steps[1])} to "
+                    f"{int(steps[0])}), a kill while they were written; delete {self.resume_dir} to restart"
+                )
 
     def save_state(self, model, optimizer, state: dict, cfg: TrainConfig, n_examples: int) -> None:
         self.resume_dir.mkdir(parents=True, exist_ok=True)

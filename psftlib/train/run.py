@@ -13,7 +13,7 @@ from transformers.utils import logging as hf_logging
 from psftlib.config import Profile, load_profile, parse_overrides
 from psftlib.data import EncodeReport, check_unknown_rate, encode_all, read_jsonl
 from psftlib.eval import make_training_evaluator, read_initial_curves, selection_score
-from psftlib.runtime import init_distributed, launched_processes, set_threads
+from psftlib.runtime import init_distributed, set_threads
 from psftlib.train.loop import train
 from psftlib.worlds.build import load_checkpoint
 
@@ -87,12 +87,8 @@ def train_run(
     for line in length_warnings(data, report, cfg.max_length, context, cfg.truncation):
         print(line, file=sys.stderr)
     check_unknown_rate(tokenizer, (e.input_ids for e in examples), str(data))
-    curves: dict[str, Any] = {}
-    if cfg.fsdp and launched_processes() > 1:
-        # the in-training evaluation generates on rank 0 with the whole model: not under FSDP
-        print("fsdp: no in-training evaluation (curves) in this run", file=sys.stderr)
-    else:
-        curves = in_training_eval(prof, tokenizer, cfg.steps_per_train_batch, lay.base, initial_curves)
+    # under FSDP the whole model is gathered on rank 0 for each evaluation (psftlib.train.shard.Unsharded)
+    curves = in_training_eval(prof, tokenizer, cfg.steps_per_train_batch, lay.base, initial_curves)
     return train(cfg, model, examples, out_dir or lay.run(run), tokenizer.pad_token_id, tokenizer=tokenizer,
                  progress=progress, encode_report=report, **curves)  # fmt: skip
 

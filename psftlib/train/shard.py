@@ -48,15 +48,46 @@ def shard(model: torch.nn.Module, bf16: bool) -> ShardedRoot:
     return root
 
 
+def full_state_dict(model: ShardedRoot, rank: int) -> dict[str, torch.Tensor]:
+    """The whole model's weights on rank 0's CPU under the wrapped model's own names ({} on the other ranks): a
+    collective, which every rank must call for."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k.removeprefix("lm."): v for k, v in full.items()} if rank == 0 else {}  # ShardedRoot's prefix
+
+
+class Unsharded:
+    """Rank 0's whole, unsharded copy of a model that is about to be sharded, for in-training evaluation under
+    FSDP: calling it with the sharded model gathers the current weights (every rank takes part) into the copy and
+    returns it on rank 0 (None on the others), which then evaluates and saves it like any model while the other
+    ranks wait (:class:`psftlib.train.curves.Curves` ends with a barrier). Between evaluations the copy waits on
+    the CPU, so the GPU holds it only while it is evaluated."""
+
+    def __init__(self, model: torch.nn.Module, rank: int):
+        self.rank = rank
+        self.device = next(model.parameters()).device
+        self.copy = copy.deepcopy(model).to("cpu").requires_grad_(False) if rank == 0 else None
+
+    def __call__(self, sharded: ShardedRoot) -> torch.nn.Module | None:
+        full = full_state_dict(sharded, self.rank)
+        if self.copy is None:
+            return None
+        self.copy.to("cpu").load_state_dict(full)
+        return self.copy.to(self.device)
+
+    def release(self) -> None:
+        """Back to the CPU after an evaluation."""
+        if self.copy is not None:
+            self.copy.to("cpu")
+
+
 def save_model(model: torch.nn.Module, tokenizer: Any, out: Path, lora: bool, rank: int = 0) -> None:
     """A Hugging Face checkpoint of ``model`` (LoRA adapters merged into a copy), written atomically by rank 0.
     A :class:`ShardedRoot` (FSDP) is gathered first, which every rank must call for."""
     if isinstance(model, ShardedRoot):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = full_state_dict(model, rank)
         if rank == 0:
-            full = {k.removeprefix("lm."): v for k, v in full.items()}  # ShardedRoot's prefix
             save_pretrained_atomic(model.lm, tokenizer, out, state_dict=full)
         return
     save_pretrained_atomic(copy.deepcopy(model).merge_and_unload() if lora else model, tokenizer, out)
