@@ -5,6 +5,7 @@ killed."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,14 @@ def test_fsdp_two_processes_killed_and_restarted_end_as_an_uninterrupted_run(
     assert not (run / "metrics.jsonl").exists() and not (run / "eval.jsonl").exists()
     before = (run / ".metrics.jsonl.partial").read_text().splitlines()
     assert len(before) == 5 and '"step": 4' in (run / ".eval.jsonl.partial").read_text()
+
+    apart = (
+        tmp_path / "apart"
+    )  # rank 1's state lost (a kill while the states were written): refused, not mixed
+    shutil.copytree(run, apart)
+    (apart / "resume" / "state_rank1.pt").unlink()
+    refused = _launch(apart, 2, *extra, port=29535)
+    assert refused.returncode != 0 and "resume states are at different steps (0 to 3)" in refused.stderr
 
     again = _launch(run, 2, *extra, port=29534)
     assert again.returncode == 0, again.stderr[-3000:]
