@@ -15,6 +15,10 @@ keep the padded ``[B, T-1]`` layout (0 at padding). transformers honours the seq
 mask that ``create_causal_mask`` builds (tests: packed = padded in loss and gradients to 1e-5). Only without a KV
 cache: with one (``use_cache`` defaults to true) transformers 5.x skips that detection and the packed sequences
 attend to each other, so every forward here passes ``use_cache=False`` (no cache is wanted in training anyway).
+Cost: flash-attention skips padding outright; SDPA and eager attend over the whole packed row through a dense
+``[N, N]`` mask, N the micro batch's tokens. On CPU (SDPA, 8 sequences, 4 layers, forward + backward) packing took
+0.62x the padded time on a length mix (72-758 tokens) and 4.3x on 8 x 1,024 tokens: with SDPA it pays only when
+lengths vary widely.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from psftlib.train import Plan, backward_mini_batch, train
 from psftlib.train.plan import micro_batches
 from psftlib.train.refresh import refresh
 from psftlib.train.step import Reference
-from psftlib.train.telemetry import step_row
+from psftlib.train.telemetry import read_step_scalars, step_row
 
 VOCAB, PAD = 97, 0
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -198,3 +198,18 @@ def test_a_padding_free_run_matches_the_padded_run(tiny_model_and_examples, tmp_
         for key in a:
             if key not in ("tokens_per_s", "wall_s"):
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-5), key
+
+
+def test_read_step_scalars_resolves_tensor_metrics_of_an_objective_too():
+    """A metric an objective returns as a device scalar (instead of ``float(...)``, one sync each) is read in the
+    same single ``.tolist()`` and gives the float the objective would have returned."""
+    parts = [{"nll": torch.tensor(1.25), "ratio_max": 2.0, "num_tokens": 3.0, "loss": torch.tensor(0.1)}]
+    tensors = [{"entropy_sum": torch.tensor(0.5), "argmax_sum": torch.tensor(1.0), "n_response": torch.tensor(3.0),
+                "mask": torch.ones(1, 3)}]  # fmt: skip
+    micro = [{"attention_mask": torch.ones(1, 4, dtype=torch.long)}]
+    got, sums, grad_norm = read_step_scalars(parts, tensors, micro, torch.tensor(0.75))
+    assert got == [{"nll": 1.25, "ratio_max": 2.0, "num_tokens": 3.0, "loss": float(torch.tensor(0.1))}]
+    assert sums == [{"entropy_sum": 0.5, "argmax_sum": 1.0, "n_response": 3.0, "tokens": 4.0, "trained": 3.0}]
+    assert grad_norm == 0.75 and isinstance(
+        parts[0]["nll"], torch.Tensor
+    )  # the caller's dicts are not changed
