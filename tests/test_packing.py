@@ -168,7 +168,10 @@ def test_step_row_reads_the_device_once_and_writes_what_float_reads(monkeypatch)
     tolist = torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "tolist", lambda self: calls.append(self.shape) or tolist(self))
     row = step_row(plan, 0, parts, tensors, micro, torch.tensor(0.5), 1e-6, 1.0, 1.0)
-    assert len(calls) == 1 and calls[0] == (len(micro) * 6 + 1,)  # loss + 5 sums per micro batch, grad norm
+    # one read of the device scalars (loss + 5 sums per micro batch, grad norm); then the cross-rank reductions of
+    # host values (on the device only with several processes): the stats, the metric sums and the maxima
+    k = len([k for k in parts[0] if k != "num_tokens"])
+    assert calls == [(len(micro) * 6 + 1,), (5,), (k + 1,), (k,)]
     monkeypatch.undo()
     expected = step_row(plan, 0, *as_floats, micro, 0.5, 1e-6, 1.0, 1.0)
     assert json.dumps(row) == json.dumps(expected)

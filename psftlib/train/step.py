@@ -164,7 +164,8 @@ def backward_mini_batch(
     for m, mb in enumerate(micro_batches):
         mask = mb["loss_mask"][:, 1:]  # [b, T-1], aligned with logprobs
         masks.append(mask * select[m] if select is not None else mask)
-    num_tokens = float(all_reduce(torch.tensor(sum(float(x.sum()) for x in masks), dtype=torch.float64)))
+    # one host sync for the mini batch's trained-token count (mask sums are integers: exact in fp32 and float64)
+    num_tokens = float(all_reduce(torch.stack([x.sum() for x in masks]).double().sum()))
     divisors = loss_divisors(cfg.loss_aggregation, masks, num_tokens, dist()[0])
     parts, tensors = [], []
     for m, mb in enumerate(micro_batches):

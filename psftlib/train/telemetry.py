@@ -12,7 +12,7 @@ import torch
 from psftlib.config import TrainConfig
 from psftlib.data import atomic_write
 from psftlib.objectives import LOG_RATIO_CLAMP, clipped
-from psftlib.runtime import all_reduce
+from psftlib.runtime import all_reduce, dist
 from psftlib.train.plan import Plan
 
 METRIC_KEYS = (
@@ -26,23 +26,26 @@ TOKEN_COLUMNS = ("step", "train_batch", "epoch", "token_id", "token_text", "posi
                  "ratio", "clipped", "entropy")  # fmt: skip
 
 
-def aggregate(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Combine per-micro-batch (and per-rank) metrics: token-weighted means, max for ``*_max``, sum for ``loss``."""
+def aggregate(parts: list[dict[str, float]], device: torch.device | None = None) -> dict[str, float]:
+    """Combine per-micro-batch (and per-rank) metrics: token-weighted means, max for ``*_max``, sum for ``loss``.
+    ``device``: where the cross-rank reduction runs (the GPU under NCCL, which reduces no CPU tensor)."""
     keys = [k for k in parts[0] if k != "num_tokens"]
     sums = torch.tensor(
         [sum(p[k] * (1.0 if k == "loss" else p["num_tokens"]) for p in parts) for k in keys]
         + [sum(p["num_tokens"] for p in parts)],
         dtype=torch.float64,
+        device=device,
     )
     maxes = torch.tensor(
-        [max(p[k] for p in parts) if k.endswith("_max") else 0.0 for k in keys], dtype=torch.float64
+        [max(p[k] for p in parts) if k.endswith("_max") else 0.0 for k in keys],
+        dtype=torch.float64,
+        device=device,
     )
-    all_reduce(sums)
-    all_reduce(maxes, "max")
-    total = float(sums[-1]) or 1.0
+    sums, maxes = all_reduce(sums).tolist(), all_reduce(maxes, "max").tolist()
+    total = sums[-1] or 1.0
     out = {}
     for i, k in enumerate(keys):
-        out[k] = float(maxes[i]) if k.endswith("_max") else float(sums[i]) / (1.0 if k == "loss" else total)
+        out[k] = maxes[i] if k.endswith("_max") else sums[i] / (1.0 if k == "loss" else total)
     return out
 
 
@@ -76,23 +79,24 @@ def step_row(
     ranks; refuses a non-finite value. The step's device scalars are read in one sync (:func:`read_step_scalars`)."""
     tb, k, epoch, tbe = plan.where(step)
     parts, sums, grad_norm = read_step_scalars(parts, tensors, micro, grad_norm)
+    device = micro[0]["input_ids"].device if dist()[0] > 1 else None  # NCCL reduces device tensors only
     stats = all_reduce(torch.tensor(
         [sum(t["entropy_sum"] for t in sums), sum(t["argmax_sum"] for t in sums),
          sum(t["n_response"] for t in sums), sum(int(t["tokens"]) for t in sums),
-         sum(t["trained"] for t in sums)], dtype=torch.float64))  # fmt: skip
+         sum(t["trained"] for t in sums)], dtype=torch.float64, device=device)).tolist()  # fmt: skip
     row = {
         "step": step + 1,
         "train_batch": tb + (k + 1) / plan.steps_per_train_batch,
         "epoch": epoch + (tbe + (k + 1) / plan.steps_per_train_batch) / plan.batches_per_epoch,
-        **aggregate(parts),
-        "entropy": float(stats[0] / max(stats[2], 1.0)),
-        "token_accuracy": float(stats[1] / max(stats[2], 1.0)),
+        **aggregate(parts, device),
+        "entropy": stats[0] / max(stats[2], 1.0),
+        "token_accuracy": stats[1] / max(stats[2], 1.0),
         "grad_norm": grad_norm,
         "lr": lr,
         "tokens": int(stats[3]),
         "response_tokens": int(stats[2]),
         "trained_tokens": int(stats[4]),
-        "tokens_per_s": float(stats[3]) / max(step_s, 1e-9),
+        "tokens_per_s": stats[3] / max(step_s, 1e-9),
         "wall_s": wall_s,
     }
     row = {key: row[key] for key in METRIC_KEYS if key in row}
