@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import importlib.metadata
 import json
 import math
 import platform
@@ -70,8 +71,9 @@ SHAPES: dict[str, dict[str, int]] = {  # model, data and batch shape of each pre
     "tiny": dict(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab=256, seq=32, examples=8,
                  train_batch=4, micro_batch=2, chunk=16),
 }  # fmt: skip
-ROWS = ("sft", "sft_8_steps", "psft", "psft_refresh16", "sft_full_logits", "sft_padding_free", "sft_mix",
-        "sft_mix_padding_free", "trl_sft", "plain_loop")  # fmt: skip
+# the issue's table first; packing last (with SDPA a packed row attends through a dense [N, N] mask: the slowest)
+ROWS = ("sft", "sft_8_steps", "psft", "psft_refresh16", "sft_full_logits", "trl_sft", "plain_loop", "sft_mix",
+        "sft_mix_padding_free", "sft_padding_free")  # fmt: skip
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "GH200": 989.4, "A100": 312.0}  # dense bf16
 # issue 18's targets: (what, ratio key, comparison, bound)
 TARGETS = [
@@ -344,6 +346,9 @@ def check_head(shape: dict[str, int], dev: Device) -> dict[str, Any]:
         h = torch.randn(seq, hidden, device=dev.name, dtype=dtype, requires_grad=True)
         w = (torch.randn(vocab, hidden, device=dev.name, dtype=dtype) * 0.02).requires_grad_(True)
         t = torch.randint(0, vocab, (seq,), device=dev.name)
+        dev.sync()
+        if dev.cuda:  # the peak above the inputs, not the temporaries that made them
+            torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() if dev.cuda else 0
         if path == "full":
             logp = torch.log_softmax((h @ w.t()).float(), -1)
@@ -491,10 +496,10 @@ def versions() -> dict[str, Any]:
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "transformers": transformers.__version__}  # fmt: skip
-    for name in ("trl", "flash_attn", "vllm"):
+    for name in ("trl", "flash_attn", "vllm"):  # from the installed metadata: importing vllm takes seconds
         try:
-            out[name] = __import__(name).__version__
-        except ImportError:
+            out[name] = importlib.metadata.version(name.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
             out[name] = None
     try:
         out["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -573,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["mix_lengths"] = {"min": min(len(e.input_ids) for e in data["mix"]),
                               "mean": round(sum(len(e.input_ids) for e in data["mix"]) / len(data["mix"]), 1),
                               "max": max(len(e.input_ids) for e in data["mix"])}  # fmt: skip
+    summary["head"] = check_head(shape, dev)  # seconds; first, so that every write has its ratio
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         try:
             summary["rows"][row] = run_row(row, tok, data, shape, dev, args.attn, packed_attn)
@@ -580,11 +586,10 @@ def main(argv: list[str] | None = None) -> int:
             summary["rows"][row] = {"error": f"{type(err).__name__}: {err}"[:800]}
             dev.reset()
         print(f"{row}: {json.dumps(summary['rows'][row])}", file=sys.stderr, flush=True)
-        write()
-    summary["head"] = check_head(shape, dev)
-    summary["ratios"] = ratios(summary["rows"], summary["head"])
-    summary["targets"] = judge(summary["ratios"], dev.cuda)
-    write()
+        summary["ratios"] = ratios(summary["rows"], summary["head"])
+        summary["targets"] = judge(summary["ratios"], dev.cuda)
+        summary["wall_s"] = round(time.perf_counter() - start, 1)
+        write()  # a run cut short (timeout) keeps every finished row, its ratios and targets
     if dev.cuda and not args.no_eval:
         summary["eval"] = check_eval(tok, shape, dev, args.gen_tokens, args.no_vllm)
     summary["wall_s"] = round(time.perf_counter() - start, 1)
