@@ -40,7 +40,7 @@ STAGES = {"grpo": "GRPO", "dpo": "DPO"}
 # fields that change neither the maths nor the data a run sees (memory, telemetry, checkpoints); seed: replicates
 NOT_A_VARIANT = {
     "micro_batch_size", "mini_batch_size", "seed", "logprob_chunk_size", "refresh_batch_size",
-    "gradient_checkpointing", "fsdp", "token_sample_rate", "trace_examples", "checkpoint_every", "save_checkpoint",
+    "gradient_checkpointing", "fsdp", "padding_free", "token_sample_rate", "trace_examples", "checkpoint_every", "save_checkpoint",
     "objective",
 }  # fmt: skip
 # the order variants are listed in within a method (first: the controls and learning-rate grids)
