@@ -231,8 +231,9 @@ class Profile:
     @property
     def selected_runs(self) -> list[str]:
         """Table 1's runs evaluated at the checkpoint their in-training in-domain curve selects (§4.1.2), as
-        ``<run>@selected``; the small world only (hub runs keep no curves)."""
-        if self.data["world"]["kind"] == "hub" or not self.curves_task_set:
+        ``<run>@selected``; none when the runs keep no curves (``eval.during_training.every_train_batches`` 0)."""
+        during = (self.data.get("eval") or {}).get("during_training") or {}
+        if not self.curves_task_set or not during.get("every_train_batches"):
             return []
         return [f"{r}@selected" for r in self.with_replicates(self.figure_runs("table1_main"))]
 

@@ -12,6 +12,9 @@ GPUS = {rule: spec.get("gpu", 0) for rule, spec in PAPER.get("resources", {}).it
 ACCELERATE = PAPER["launcher"]["accelerate_config"]
 PROCESSES = PAPER["launcher"].get("num_processes", GPUS.get("train", 1))
 HUB_DATASETS = sorted(PAPER["datasets"])
+# Figure 3's curves and Table 1's selection: with eval.during_training on, each run also writes eval.jsonl and its
+# selected checkpoint, evaluated as <run>@selected (psftlib.train.hub: under FSDP on rank 0, the model gathered)
+CURVES = bool((P["eval"].get("during_training") or {}).get("every_train_batches"))
 
 
 rule world:
@@ -46,9 +49,10 @@ rule train:
     output:
         metrics=f"{RUNS}/{{run}}/metrics.jsonl",
         checkpoint=directory(f"{RUNS}/{{run}}/checkpoint"),
+        **({"evals": f"{RUNS}/{{run}}/eval.jsonl", "selected": directory(f"{RUNS}/{{run}}/selected")} if CURVES else {}),
     params:
-        slice=lambda wc: json.dumps({**P.data["train"], **P.data["runs"][wc.run], **P.run_source(wc.run)},
-                                    sort_keys=True),
+        slice=lambda wc: json.dumps({**P.data["train"], **P.data["runs"][wc.run], **P.run_source(wc.run),
+                                     "during_training": P["eval"].get("during_training")}, sort_keys=True),
         profile=P.name,
         accelerate=ACCELERATE,
         gpus=PROCESSES,
@@ -125,22 +129,28 @@ rule dpo:
 
 
 rule eval:
-    """The final task sets on a finished run (or a run's base model: run=base) with lm-eval on vLLM, one GPU."""
+    """The final task sets on a finished run (or a run's base model: run=base; or the checkpoint its in-domain curve
+    selects: run=<run>@selected, Table 1) with lm-eval on vLLM, one GPU."""
     input:
         src=sources("psftlib.eval.__main__"),
-        checkpoint=lambda wc: [] if wc.run == "base" else f"{RUNS}/{wc.run}/checkpoint",
+        checkpoint=lambda wc: [] if wc.run == "base" else f"{RUNS}/{selected_of(wc.run)}/selected"
+        if selected_of(wc.run) else f"{RUNS}/{wc.run}/checkpoint",
+        # a selected checkpoint that is the final one reuses the final evaluation (psftlib.eval.reuse_final_eval)
+        final_eval=lambda wc: [f"{EVALS}/{selected_of(wc.run)}/{s}.json" for s in FINAL_SETS] if selected_of(wc.run)
+        else [],
     output:
         scores=[f"{EVALS}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
         samples=[f"{EVALS}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
     wildcard_constraints:
-        run="|".join(map(re.escape, ALL_RUNS)),
+        run="|".join(map(re.escape, ALL_RUNS + SELECTED)),
     params:
         slice=slice_of("eval"),
         profile=P.name,
         sets=FINAL_SETS,
         out_dir=lambda wc: f"{EVALS}/{wc.run}",
         model=lambda wc: PAPER["models"][PAPER.get("base_model", "qwen25_7b")] if wc.run == "base"
-        else f"{RUNS}/{wc.run}/checkpoint",
+        else f"{RUNS}/{selected_of(wc.run)}/selected" if selected_of(wc.run) else f"{RUNS}/{wc.run}/checkpoint",
+        reuse=lambda wc: f"--reuse-final {EVALS}/{selected_of(wc.run)}" if selected_of(wc.run) else "",
     log:
         f"{LOGS}/eval_{{run}}.log",
     benchmark:
@@ -152,4 +162,4 @@ rule eval:
         "../environment.gpu.lock.yml"
     shell:
         "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {params.sets:q} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "--out-dir {params.out_dir} {params.reuse} > {log} 2>&1"

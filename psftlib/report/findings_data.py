@@ -110,7 +110,9 @@ class Runs:
         return None
 
     def entropy_delta(self) -> float:
-        """10 % of the base model's held-out entropy (step 0 of the first training run's in-training evaluation)."""
+        """10 % of the base model's held-out entropy (step 0 of the first training run's in-training evaluation); a
+        profile without held-out demonstrations (hub: no ``teacher_forced`` scores) takes the base model's entropy on
+        the first mini batch it trains on (the first run's first metrics line, before its update)."""
         runs = self._profile.runs if self._profile else ["sft", "psft"]
         for run in runs:
             path = run_dir(self.profile, run, self.root) / "eval.jsonl"
@@ -118,6 +120,10 @@ class Runs:
                 first = _frame(path).iloc[0]
                 if "heldout_entropy" in first and first["step"] == 0:
                     return ENTROPY_SHARE * float(first["heldout_entropy"])
+        for run in runs if self._profile and self._profile["world"]["kind"] == "hub" else []:
+            path = run_dir(self.profile, run, self.root) / "metrics.jsonl"
+            if path.exists():
+                return ENTROPY_SHARE * float(_frame(path).iloc[0]["entropy"])
         raise FileNotFoundError(
             f"no run of profile {self.profile} has a step-0 held-out entropy in eval.jsonl"
         )

@@ -75,6 +75,9 @@ JUDGE_DATA = {
     "lmarena-ai/arena-hard-auto-v0.1": ("paper/arena_hard_question.jsonl", "train.jsonl"),
 }
 ARENA_BASELINE = "data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl"
+# AlpacaEval's length-controlled GLM reads its precomputed df_gamed.csv from the hub: a hand-built one (the judge's
+# test fixture) beside the questions, named by paper.judge.benchmarks.alpaca_eval.glm_data
+GLM_DATA = ("paper/alpaca_eval_df_gamed.csv", "tatsu-lab/alpaca_eval/df_gamed.csv")
 REPEAT = 16  # training fixtures have 2-5 rows: each row 16 times fills a tiny train batch (TRAIN_BATCH)
 IMAGES = ("paper/geometry3k_0.png", "paper/geometry3k_1.png")  # beside geometry3k's rows, which name them
 
@@ -192,19 +195,32 @@ class _IgnoreTags(__import__("yaml").SafeLoader):
 _IgnoreTags.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_scalar(node))
 
 
+def _copy(row: dict[str, Any], k: int) -> dict[str, Any]:
+    """Copy ``k`` of a training fixture row; a DAPO prompt (deduplicated by its loader) gets a distinct problem."""
+    if k == 0 or "reward_model" not in row:
+        return row
+    from psftlib.worlds.loaders import DAPO_SUFFIX
+
+    turn = row["prompt"][0]
+    varied = turn["content"].replace(DAPO_SUFFIX, f" (copy {k}){DAPO_SUFFIX}")
+    return {**row, "prompt": [{**turn, "content": varied}, *row["prompt"][1:]]}
+
+
 def write_datasets(root: Path) -> list[str]:
     """The fixtures under ``root/<hub id>/``: training datasets as the files config/paper_tiny.yaml names, the
     evaluation tasks' data as a local dataset folder lm-eval's ``load_dataset(<hub id>[, <config>])`` reads."""
     written = []
     for hub_id, (fixture, name) in TRAIN_DATA.items():
         (root / hub_id).mkdir(parents=True, exist_ok=True)
-        rows = (FIXTURES / fixture).read_text().strip().splitlines()
-        (root / hub_id / name).write_text("\n".join(rows * REPEAT) + "\n")  # enough rows for a train batch
+        rows = [json.loads(line) for line in (FIXTURES / fixture).read_text().splitlines() if line.strip()]
+        copies = [_copy(row, k) for k in range(REPEAT) for row in rows]  # enough rows for a train batch
+        (root / hub_id / name).write_text("".join(json.dumps(row) + "\n" for row in copies))
         written.append(f"{hub_id}/{name}")
     for hub_id, (fixture, name) in JUDGE_DATA.items():
         (root / hub_id).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(FIXTURES / fixture, root / hub_id / name)
         written.append(f"{hub_id}/{name}")
+    shutil.copyfile(FIXTURES / GLM_DATA[0], root / GLM_DATA[1])
     arena = [
         json.loads(line) for line in (FIXTURES / JUDGE_DATA["lmarena-ai/arena-hard-auto-v0.1"][0]).open()
     ]
@@ -308,6 +324,8 @@ def tiny_profile(paper: dict[str, Any]) -> dict[str, Any]:
                 max_new_tokens=16,
             )
             spec.update({k: 10 for k in ("bootstrap_rounds",) if k in spec})
+        if "alpaca_eval" in judge.get("benchmarks", {}):
+            judge["benchmarks"]["alpaca_eval"]["glm_data"] = GLM_DATA[1]
     hub["resources"] = {rule: {**spec, "gpu": 0} for rule, spec in hub.get("resources", {}).items()}
     return tiny
 
