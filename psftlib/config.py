@@ -25,11 +25,8 @@ from psftlib.layout import CONFIG_DIR, ROOT, Layout
 
 SCHEMA_PATH = CONFIG_DIR / "schema.yaml"
 CODE_SOURCE = "TrainConfig"  # how errors name a TrainConfig(...) built in code
-# the dataset each post-training stage reads, by world kind (Profile.post_data)
-POST_DATA = {
-    "small": {"grpo": "rl", "dpo": "prefs"},
-    "hub": {"grpo": "dapo_math_17k", "dpo": "ultrafeedback_prefs"},
-}
+POST_DATA = {"small": {"grpo": "rl", "dpo": "prefs"},  # each post-training stage's data by world (Profile.post_data)
+             "hub": {"grpo": "dapo_math_17k", "dpo": "ultrafeedback_prefs"}}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -216,17 +213,9 @@ class Profile:
         return src
 
     def post_data(self, stage: str) -> Path:
-        """The data file post-training ``stage`` (``grpo`` / ``dpo``) reads, in the profile's data folder: the small
-        world's ``rl`` / ``prefs``; a hub profile's ``paper.datasets`` entry of the paper's RL prompts (DAPO-Math-17k,
-        §4.2) / preference pairs (UltraFeedback, §4.3). The one place that names them (rules and jobs ask here)."""
-        name = POST_DATA[self.data["world"]["kind"]][stage]
-        if self.data["world"]["kind"] == "hub" and name not in (self.data.get("paper") or {}).get(
-            "datasets", {}
-        ):
-            raise ConfigError(
-                f"{self.path}: paper.datasets.{name}: needed by {stage} (its data), not defined"
-            )
-        return self.layout.data / f"{name}.jsonl"
+        """The data file post-training ``stage`` (``grpo`` / ``dpo``) reads: the small world's ``rl`` / ``prefs``; a hub
+        profile's ``paper.datasets`` entry of the paper's RL prompts (§4.2) / preference pairs (§4.3)."""
+        return self.layout.data / f"{POST_DATA[self.data['world']['kind']][stage]}.jsonl"
 
     @property
     def selected_runs(self) -> list[str]:
