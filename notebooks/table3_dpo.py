@@ -63,10 +63,12 @@ written = save_figure(fig, outputs.figures / "fig6_dpo")
 
 # %%
 table = scores_table(profile, ["base", *cold_starts, *runs], ["in_domain", "out_of_domain"])
-skills = [c for c in table if c in prof.domain_tasks("out_of_domain") and c != "world_skill_format"]
-ours = table.assign(alignment=table["world_skill_format"], ood_without_format=table[skills].mean(axis=1))[
-    ["alignment", "ood_without_format", "in_domain"]
-]
+# alignment: the small world's rule-based format following; a hub profile has none (the judge's columns below)
+fmt = "world_skill_format" if "world_skill_format" in table else None
+skills = [c for c in table if c in prof.domain_tasks("out_of_domain") and c != fmt]
+ours = table.assign(
+    **({"alignment": table[fmt]} if fmt else {}), ood_without_format=table[skills].mean(axis=1)
+)[["alignment"] * bool(fmt) + ["ood_without_format", "in_domain"]]
 # (Figure 7) each cold start's out-of-domain score after the SFT stage (hatched) and after DPO, the base model's
 # as a line: the alignment tax is the drop from the base
 table_styles = style_table(profile)

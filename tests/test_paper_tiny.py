@@ -161,11 +161,15 @@ def test_the_paper_dag_runs_end_to_end_on_the_stand_ins(hub):
             assert all(s["n"] == 2 and s["k"] == 2 for s in scores.values()), (run, name)
     tables = sorted(lay.tables.glob("*.csv"))
     assert {t.stem for t in tables} >= {"table1_main", "table2_grpo", "table3_dpo", "table6_update_frequency"}
-    for table in tables:  # every table has rows and scores (a spread over seeds is NaN: one seed here)
+    # every table has rows, except one that says it was not evaluated (Table 5: paper.yaml declares no image-text
+    # task set, as no lm-eval model of ours takes images); a domain score is there for every row with the column
+    unevaluated = {t.stem for t in tables if "Not evaluated" in t.with_suffix(".md").read_text()}
+    assert unevaluated <= {"table5_vlm_multimodal"}, unevaluated
+    for table in (t for t in tables if t.stem not in unevaluated):
         frame = pd.read_csv(table)
-        assert (
-            len(frame) and frame.drop(columns=[c for c in frame if c.endswith("_sd")]).notna().any().all()
-        ), table
+        assert len(frame) and frame.notna().any().any(), table.name
+        for column in ("in_domain", "out_of_domain", "in_domain_mean", "out_of_domain_mean"):
+            assert column not in frame or frame[column].notna().all(), (table.name, column)
     _check_domain_means(prof, lay)
     report = lay.report.read_text()
     assert all(f"{t.stem}" in report for t in tables if not t.stem.startswith("fig"))
@@ -180,4 +184,6 @@ def _check_domain_means(prof: Profile, lay) -> None:
         tasks = prof.domain_tasks(domain)
         assert tasks and set(tasks) <= set(table.columns), (domain, list(table.columns))
         assert table[domain].notna().all(), domain
-        pd.testing.assert_series_equal(table[domain], table[tasks].mean(axis=1), check_names=False)
+        pd.testing.assert_series_equal(
+            table[domain].astype(float), table[tasks].mean(axis=1), check_names=False
+        )

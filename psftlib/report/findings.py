@@ -94,8 +94,10 @@ def _domain(domain: str, a: str, b: str, kind: str = "greater") -> Callable[[Run
 
 
 def _instruction(a: str, b: str) -> Callable[[Runs], Test]:
-    def fn(r: Runs) -> Test:
-        task_set, tasks = r.instruction_task()
+    def fn(r: Runs) -> Test | None:
+        if (found := r.instruction_task()) is None:  # no instruction-following task in the profile: not run
+            return None
+        task_set, tasks = found
         t = r.compare(a, b, lambda x: r.score(x, task_set, tasks), delta=SCORE_DELTA)
         t.note = f"tasks {', '.join(tasks)}"
         return t
@@ -190,8 +192,10 @@ def _post_gain(
     """The change of a score over post-training ``stage`` (final of ``<cold>+<stage>`` minus final of ``<cold>``),
     PSFT cold start against SFT's; the seed variance of each post-trained run is the pool's."""
 
-    def fn(r: Runs) -> Test:
-        task_set, which = tasks(r) if tasks else (domain, ())
+    def fn(r: Runs) -> Test | None:
+        if (found := tasks(r) if tasks else (domain, ())) is None:  # no such task in the profile: not run
+            return None
+        task_set, which = found
 
         def score(x: str) -> float:
             return r.score(x, task_set, which)
@@ -204,7 +208,7 @@ def _post_gain(
     return fn
 
 
-def _instruction_set(r: Runs) -> tuple[str, tuple[str, ...]]:
+def _instruction_set(r: Runs) -> tuple[str, tuple[str, ...]] | None:
     return r.instruction_task()
 
 
