@@ -166,5 +166,12 @@ def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator,
     trainer.train()
     logger.finish()
     shutil.rmtree(trl_dir, ignore_errors=True)
-    save_pretrained_atomic(trainer.model, tokenizer, out_dir / "checkpoint")
+    acc = trainer.accelerator
+    if acc.num_processes > 1:  # every rank gathers the (sharded) weights, rank 0 writes: two writers raced
+        state = acc.get_state_dict(trainer.model)
+        if acc.is_main_process:
+            save_pretrained_atomic(acc.unwrap_model(trainer.model), tokenizer, out_dir / "checkpoint", state)
+        acc.wait_for_everyone()
+    else:
+        save_pretrained_atomic(trainer.model, tokenizer, out_dir / "checkpoint")
     return logger.rows
