@@ -18,7 +18,7 @@ from psftlib.sources import graph, sources
 
 # bottom to top: a module may import its own layer and those below, never one above
 LAYERS = [
-    ["psftlib", "psftlib.layout", "psftlib.artifacts", "psftlib.config", "psftlib.data", "psftlib.runtime",
+    ["psftlib", "psftlib.layout", "psftlib.artifacts", "psftlib.schema", "psftlib.config", "psftlib.data", "psftlib.runtime",
      "psftlib.sources", "psftlib.notebook"],
     ["psftlib.objectives", "psftlib.logprobs"],
     ["psftlib.worlds"],
@@ -82,9 +82,9 @@ def test_objective_registry_is_the_schema_enum():
 
 
 def test_schema_accepts_figures_exactly_for_registry_entries():
-    from psftlib.config import _schema
+    from psftlib.schema import schema_of_profiles
 
-    accepted = set(_schema()["properties"]["figures"]["properties"])
+    accepted = set(schema_of_profiles()["properties"]["figures"]["properties"])
     assert accepted == {n for n, a in load_artifacts().items() if a.when == "figures"}
 
 
