@@ -97,3 +97,26 @@ def test_a_bad_cold_start_path_is_named(tmp_path, smoke_world):
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing")):
         run_grpo(tmp_path / "missing", [], GRPOSettings(), tmp_path / "out")
+
+
+def test_post_training_batches_count_every_process_once():
+    """A DPO step takes ``batch_size`` pairs and a GRPO step ``mini_batch_size`` prompts over all processes together
+    (accelerate multiplies the per-device batch by the process count)."""
+    from pathlib import Path
+
+    from psftlib.post.dpo import DPOSettings
+    from psftlib.post.grpo import GRPOSettings
+
+    for n in (1, 2, 8):
+        dpo = DPOSettings(batch_size=64, micro_batch_size=2).trl_config(Path("/tmp/psft-d"), processes=n)
+        assert dpo.per_device_train_batch_size * dpo.gradient_accumulation_steps * n == 64
+        g = GRPOSettings(train_batch_size=256, mini_batch_size=32, micro_batch_size=8, num_generations=8)
+        cfg = g.trl_config(Path("/tmp/psft-g"), processes=n)
+        assert (
+            cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * n == 32 * 8
+        )  # completions/step
+        assert (
+            cfg.per_device_train_batch_size * cfg.steps_per_generation * n == 256 * 8
+        )  # completions/generation
+    with pytest.raises(ValueError, match="micro_batch_size 2 x 64 processes"):
+        DPOSettings(batch_size=64, micro_batch_size=2).trl_config(Path("/tmp/psft-d"), processes=64)

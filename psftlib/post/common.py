@@ -54,6 +54,11 @@ def load_cold_start(path: str | Path):
         raise FileNotFoundError(f"{err}; train the cold start first") from None
 
 
+def processes() -> int:
+    """Training processes of this job (``accelerate launch`` sets ``WORLD_SIZE``); 1 for a plain ``python -m``."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def device_args() -> dict[str, Any]:
     """TRL/transformers arguments for this machine: CPU runs fp32 without activation checkpointing."""
     if torch.cuda.is_available():
@@ -151,13 +156,13 @@ def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator,
             steps_per_train_batch: int = 1, **trainer_kwargs) -> list[dict[str, float]]:  # fmt: skip
     """Load the cold start by path, train with a TRL trainer, write our JSONL files and the checkpoint atomically.
 
-    ``dataset_rows(tokenizer) -> rows`` builds the dataset; ``args_for(trl_dir) -> TRL config``.
+    ``dataset_rows(tokenizer) -> rows`` builds the dataset; ``args_for(trl_dir, processes) -> TRL config``.
     """
     out_dir = Path(out_dir)
     model, tokenizer = load_cold_start(cold_start)
     logger = make_callbacks(out_dir, evaluator, eval_every, steps_per_train_batch)
     trl_dir = out_dir / ".trl"  # TRL saves nothing there (save_strategy "no"); removed after
-    trainer = trainer_cls(model=model, args=args_for(trl_dir), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
+    trainer = trainer_cls(model=model, args=args_for(trl_dir, processes()), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
                           processing_class=tokenizer, callbacks=[logger], **trainer_kwargs)  # fmt: skip
     trainer.remove_callback(
         DEFAULT_PROGRESS_CALLBACK

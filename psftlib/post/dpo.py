@@ -26,19 +26,22 @@ class DPOSettings:
     max_length: int = 4096  # prompt + completion tokens
     seed: int = 0
 
-    def trl_config(self, trl_dir: Path):
+    def trl_config(self, trl_dir: Path, processes: int = 1):
+        """The equivalent ``DPOConfig``; ``batch_size`` pairs per optimizer step over all ``processes`` together."""
         from trl import DPOConfig
 
-        if self.batch_size % self.micro_batch_size:
+        if self.batch_size % (self.micro_batch_size * processes):
             raise ValueError(
-                f"dpo: batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
+                f"dpo: batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size} x "
+                f"{processes} processes"
             )
         return DPOConfig(
             output_dir=str(trl_dir),
             beta=self.beta, loss_type=["sigmoid"], learning_rate=self.lr,
             lr_scheduler_type="linear", warmup_steps=0, num_train_epochs=self.epochs,
             per_device_train_batch_size=self.micro_batch_size,
-            gradient_accumulation_steps=self.batch_size // self.micro_batch_size, max_length=self.max_length,
+            gradient_accumulation_steps=self.batch_size // (self.micro_batch_size * processes),
+            max_length=self.max_length,
             logging_steps=1, report_to=[], save_strategy="no", seed=self.seed, data_seed=self.seed,
             dataloader_num_workers=0, disable_tqdm=False, **device_args(),
         )  # fmt: skip

@@ -88,17 +88,22 @@ class GRPOSettings:
     def steps_per_train_batch(self) -> int:
         return self.train_batch_size // self.mini_batch_size
 
-    def trl_config(self, trl_dir: Path):
-        """The equivalent ``GRPOConfig`` (batch sizes in TRL count completions, not prompts)."""
+    def trl_config(self, trl_dir: Path, processes: int = 1):
+        """The equivalent ``GRPOConfig`` (batch sizes in TRL count completions, not prompts, per process: a mini batch
+        of prompts is split over ``processes``)."""
         from trl import GRPOConfig
 
         completions_per_step = self.mini_batch_size * self.num_generations
-        if completions_per_step % self.micro_batch_size or self.train_batch_size % self.mini_batch_size:
+        if (
+            completions_per_step % (self.micro_batch_size * processes)
+            or self.train_batch_size % self.mini_batch_size
+        ):
             raise ValueError(
                 f"grpo: mini_batch_size x num_generations ({completions_per_step}) must be a multiple of "
-                f"micro_batch_size ({self.micro_batch_size}), train_batch_size of mini_batch_size"
+                f"micro_batch_size ({self.micro_batch_size}) x {processes} processes, train_batch_size of "
+                "mini_batch_size"
             )
-        grad_accum = completions_per_step // self.micro_batch_size
+        grad_accum = completions_per_step // (self.micro_batch_size * processes)
         return GRPOConfig(
             output_dir=str(trl_dir),
             loss_type="dapo", epsilon=self.clip_low, epsilon_high=self.clip_high, beta=self.kl_coef,
