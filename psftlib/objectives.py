@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-Metrics = dict[str, float]
+Metrics = dict[str, "float | torch.Tensor"]  # device scalars: the training step reads them all in one sync
 
 # r = exp(logp - old_logp) is computed from a clamped log-ratio, as verl does, so that one wild token cannot
 # overflow the ratio to inf (whose gradient would then be nan).
@@ -32,9 +32,9 @@ def _num_tokens(mask: torch.Tensor, num_tokens: int | float | torch.Tensor | Non
     return n.to(torch.float32).clamp(min=1.0)
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
-    n = mask.sum()
-    return float((values * mask).sum() / n) if n > 0 else 0.0
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the mask's tokens (0 for an empty mask), a device scalar: the step reads every metric in one sync."""
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def sft_loss(
@@ -49,7 +49,7 @@ def sft_loss(
     """
     mask = mask.to(logprobs.dtype)
     loss = -(logprobs * mask).sum() / _num_tokens(mask, num_tokens)
-    metrics = {"nll": -_masked_mean(logprobs.detach(), mask), "num_tokens": float(mask.sum())}
+    metrics = {"nll": -_masked_mean(logprobs.detach(), mask), "num_tokens": mask.sum()}
     return loss, metrics
 
 
@@ -94,8 +94,8 @@ def psft_loss(
 
     with torch.no_grad():
         r = ratio.detach()
-        n = float(mask.sum())
-        ratio_max = float(r.masked_fill(mask == 0, float("-inf")).max()) if n > 0 else 0.0
+        n = mask.sum()
+        ratio_max = torch.where(n > 0, r.masked_fill(mask == 0, float("-inf")).max(), 0.0)
         metrics = {
             "nll": -_masked_mean(logprobs.detach(), mask),
             "clip_fraction_high": _masked_mean(clipped(r, clip_high).to(r.dtype), mask),
@@ -156,7 +156,7 @@ def sft_kl_loss(
     metrics = {
         "nll": -_masked_mean(logprobs.detach(), mask),
         "kl": _masked_mean(kl.detach(), mask),
-        "num_tokens": float(mask.sum()),
+        "num_tokens": mask.sum(),
     }
     return loss, metrics
 
@@ -175,7 +175,7 @@ def dft_loss(
     metrics = {
         "nll": -_masked_mean(logprobs.detach(), mask),
         "weight_mean": _masked_mean(weight, mask),
-        "num_tokens": float(mask.sum()),
+        "num_tokens": mask.sum(),
     }
     return loss, metrics
 
@@ -211,7 +211,7 @@ def iw_sft_loss(
         "weight_mean": _masked_mean(weight, mask),
         "clip_fraction_high": _masked_mean((torch.exp(log_w) > clip[1]).to(weight.dtype), mask),
         "clip_fraction_low": _masked_mean((torch.exp(log_w) < clip[0]).to(weight.dtype), mask),
-        "num_tokens": float(mask.sum()),
+        "num_tokens": mask.sum(),
     }
     return loss, metrics
 

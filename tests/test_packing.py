@@ -168,10 +168,12 @@ def test_step_row_reads_the_device_once_and_writes_what_float_reads(monkeypatch)
     tolist = torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "tolist", lambda self: calls.append(self.shape) or tolist(self))
     row = step_row(plan, 0, parts, tensors, micro, torch.tensor(0.5), 1e-6, 1.0, 1.0)
-    # one read of the device scalars (loss + 5 sums per micro batch, grad norm); then the cross-rank reductions of
-    # host values (on the device only with several processes): the stats, the metric sums and the maxima
+    # one read of the device scalars (the loss and every objective metric, 5 sums per micro batch, grad norm); then
+    # the cross-rank reductions of host values (on the device only with several processes): stats, metric sums, maxima
     k = len([k for k in parts[0] if k != "num_tokens"])
-    assert calls == [(len(micro) * 6 + 1,), (5,), (k + 1,), (k,)]
+    device_scalars = sum(isinstance(v, torch.Tensor) for v in parts[0].values())
+    assert device_scalars == len(parts[0])  # objectives return device scalars, no host read of their own
+    assert calls == [(len(micro) * (device_scalars + 5) + 1,), (5,), (k + 1,), (k,)]
     monkeypatch.undo()
     expected = step_row(plan, 0, *as_floats, micro, 0.5, 1e-6, 1.0, 1.0)
     assert json.dumps(row) == json.dumps(expected)
