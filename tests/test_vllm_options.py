@@ -142,10 +142,16 @@ def test_in_training_eval_under_vllm_evaluates_the_current_weights_saved_by_a_ch
 
 
 def test_a_sharded_model_is_refused_not_saved_in_pieces(monkeypatch, tmp_path):
-    from psftlib.eval.harness import EvalConfig, EvalError, evaluate_saved
+    """Shards are refused (the callers gather the weights on every rank first); a whole model in a job of several
+    processes (the SFT loop's copy gathered on rank 0) is not."""
+    from psftlib.eval.harness import EvalConfig, EvalError, evaluate_saved, is_sharded
 
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a: 8)
-    with pytest.raises(EvalError, match="runs in one process, not 8"):
-        evaluate_saved(torch.nn.Linear(2, 2), None, ["t"], EvalConfig(backend="vllm"), scratch=tmp_path)
+    model = torch.nn.Linear(2, 2)
+    assert not is_sharded(model)
+    model.weight.ds_id = 0  # how DeepSpeed ZeRO-3 marks a partitioned parameter
+    assert is_sharded(model)
+    with pytest.raises(EvalError, match="sharded over processes; gather them first"):
+        evaluate_saved(model, None, ["t"], EvalConfig(backend="vllm"), scratch=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing saved

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -278,20 +279,37 @@ def evaluate_saved(
     A child, not this process: a vLLM engine built inside a training process would share its CUDA context, its
     torch.distributed state and the parallel groups of TRL's colocated rollout engine, and would keep its GPU memory
     after use; the child's engine takes ``cfg.vllm_gpu_memory_utilization`` of the GPU beside the training state and
-    gives everything back when it exits. One process only: a sharded model (FSDP) is refused, not saved in pieces.
+    gives everything back when it exits. A sharded model (FSDP, DeepSpeed ZeRO-3) is refused, not saved in pieces:
+    with several processes, every rank gathers the weights and one saves them
+    (:func:`psftlib.eval.training.make_training_evaluator`'s ``state_dict``).
     """
-    dist = torch.distributed
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if world > 1:
+    if is_sharded(model):
         raise EvalError(
-            f"in-training evaluation through a saved checkpoint ({cfg.backend} backend) runs in one process, "
-            f"not {world}: the sharded weights are not gathered yet; set the stage's eval_every: 0 or "
-            "eval.during_training.backend: hf"
+            f"in-training evaluation through a saved checkpoint ({cfg.backend} backend): the model's weights are "
+            "sharded over processes; gather them first (every rank) and pass the whole state dict"
         )
     with tempfile.TemporaryDirectory(prefix="psft-eval-", dir=scratch) as tmp:
         checkpoint = Path(tmp) / "checkpoint"
         save_pretrained_atomic(model, tokenizer, checkpoint)
         return evaluate_in_child(checkpoint, tasks, cfg, data_dir, Path(tmp) / "eval")
+
+
+def is_sharded(model: Any) -> bool:
+    """Whether ``model``'s parameters are shards of a model spread over processes (FSDP2's DTensors, FSDP1's flat
+    parameters, DeepSpeed ZeRO-3's partitioned ones), so that it cannot be saved or run whole in one process."""
+    if type(model).__name__ == "FullyShardedDataParallel":
+        return True
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed support
+        DTensor = ()
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())
+
+
+# what ``torchrun`` / ``accelerate launch`` set for the processes of one job (a child evaluation is not one of them)
+_LAUNCH_VARS = frozenset({"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                          "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT",
+                          "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"})  # fmt: skip
 
 
 def evaluate_in_child(
@@ -302,7 +320,10 @@ def evaluate_in_child(
     request.parent.mkdir(parents=True, exist_ok=True)
     request.write_text(json.dumps({"checkpoint": str(checkpoint), "tasks": tasks, "config": dataclasses.asdict(cfg),
                                    "data_dir": str(data_dir) if data_dir else None, "out": str(out)}))  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "psftlib.eval.harness", str(request)], check=False)
+    # the child is a single process: without the launcher's variables (RANK, MASTER_PORT ...) lm-eval's or vLLM's
+    # own distributed setup would join, or wait for, the training job's process group
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS and not k.startswith("TORCHELASTIC_")}
+    done = subprocess.run([sys.executable, "-m", "psftlib.eval.harness", str(request)], check=False, env=env)
     if done.returncode:
         raise EvalError(
             f"evaluation of {checkpoint} ({cfg.backend} backend) in a child process failed with exit code "

@@ -6,15 +6,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from psftlib.data import atomic_write, check_unknown_rate, collate, encode_all, read_json, read_jsonl
-from psftlib.eval.harness import SCORE_KEYS, EvalConfig, EvalError, evaluate, evaluate_saved
+from psftlib.eval.harness import (
+    SCORE_KEYS,
+    EvalConfig,
+    EvalError,
+    evaluate,
+    evaluate_in_child,
+    evaluate_saved,
+)
 from psftlib.logprobs import token_logprobs
-from psftlib.worlds.build import load_checkpoint
+from psftlib.worlds.build import load_checkpoint, save_pretrained_atomic
 
 
 @torch.no_grad()
@@ -62,7 +70,12 @@ def make_training_evaluator(profile: Any, tokenizer: Any, scratch: str | Path | 
     ``vllm`` (which reads checkpoint folders only) evaluates the current weights saved into a temporary folder under
     ``scratch`` by a child process (:func:`psftlib.eval.harness.evaluate_saved`), its engine taking
     ``eval.during_training.vllm_gpu_memory_utilization`` (default ``eval``'s) of the GPU beside training. The
-    teacher-forced statistics always use the in-memory model."""
+    teacher-forced statistics use the in-memory model.
+
+    With several processes, ``evaluator(model, state_dict)`` (on one rank: the caller gathers the weights on every
+    rank, calls it on rank 0, and the others wait) saves ``state_dict`` (the whole model's weights) with ``model``'s
+    config and the tokenizer into a temporary folder and evaluates it in a child process, whichever the backend; the
+    teacher-forced statistics then use the saved weights."""
     during = profile.data["eval"]["during_training"]
     changes = {"limit": during.get("limit")}
     if during.get("repeats"):
@@ -80,17 +93,26 @@ def make_training_evaluator(profile: Any, tokenizer: Any, scratch: str | Path | 
         scored = {"heldout": encode_all(tokenizer, heldout)[0], "train": encode_all(tokenizer, train_rows)[0]}
         check_unknown_rate(tokenizer, (e.input_ids for e in scored["heldout"]), str(folder / "heldout.jsonl"))
 
-    def evaluator(model: Any) -> dict[str, float]:
-        if cfg.backend == "vllm":
-            summary = evaluate_saved(model, tokenizer, tasks, cfg, data_dir=folder, scratch=scratch)
-        else:
-            summary = evaluate(model, tasks, cfg, tokenizer=tokenizer, data_dir=folder)
+    def scores_of(summary: dict[str, Any], model: Any) -> dict[str, float]:
         out = {f"{t}/{m}": v for t, scores in summary["scores"].items() for m, v in scores.items()
                if m in SCORE_KEYS}  # fmt: skip
         for name, examples in scored.items():
             stats = teacher_forced_stats(model, examples, tokenizer.pad_token_id)
             out.update({f"{name}_nll": stats["nll"], f"{name}_entropy": stats["entropy"]})
         return out
+
+    def evaluator(model: Any, state_dict: dict[str, Any] | None = None) -> dict[str, float]:
+        if state_dict is not None:  # several processes: the weights all ranks gathered, evaluated once
+            with tempfile.TemporaryDirectory(prefix="psft-eval-", dir=scratch) as tmp:
+                checkpoint = Path(tmp) / "checkpoint"
+                save_pretrained_atomic(model, tokenizer, checkpoint, state_dict)
+                summary = evaluate_in_child(checkpoint, tasks, cfg, folder, Path(tmp) / "eval")
+                return scores_of(summary, load_checkpoint(checkpoint)[0] if scored else None)
+        if cfg.backend == "vllm":
+            summary = evaluate_saved(model, tokenizer, tasks, cfg, data_dir=folder, scratch=scratch)
+        else:
+            summary = evaluate(model, tasks, cfg, tokenizer=tokenizer, data_dir=folder)
+        return scores_of(summary, model)
 
     return evaluator
 

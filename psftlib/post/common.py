@@ -72,7 +72,11 @@ def conversation(row: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, steps_per_train_batch: int = 1):
-    """A TrainerCallback writing ``metrics.jsonl`` (one line per optimizer step) and ``eval.jsonl``."""
+    """A TrainerCallback writing ``metrics.jsonl`` (one line per optimizer step) and ``eval.jsonl``.
+
+    With several processes (``run_trl`` sets its ``trainer``), an evaluation gathers the weights on every rank,
+    rank 0 evaluates them (``evaluator(model, state_dict=...)``: saved and evaluated by a child process) and writes
+    the row while the other ranks wait at a barrier."""
 
     class JsonlLogger(TrainerCallback):
         def __init__(self) -> None:
@@ -84,12 +88,19 @@ def make_callbacks(out_dir: Path, evaluator: Any = None, eval_every: int = 0, st
             for p in (self.partial, self.eval_partial) if self.writes else ():
                 p.write_text("")
             self.rows: list[dict[str, float]] = []
+            self.trainer: Any = None  # run_trl sets it: the accelerator and wrapped model (several processes)
 
         def _eval(self, model, step: int) -> None:
             if evaluator is None:
                 return
-            scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
-            # every rank evaluates (a sharded model needs each rank's forward); rank 0 writes
+            acc = self.trainer.accelerator if self.trainer is not None else None
+            if acc is None or acc.num_processes == 1:
+                scores = evaluator(model)  # evaluate() gives the model back in the mode it found it
+            else:  # every rank takes part in gathering the (sharded) weights; rank 0 saves and evaluates them
+                state = acc.get_state_dict(self.trainer.model_wrapped)
+                scores = evaluator(acc.unwrap_model(model), state_dict=state) if acc.is_main_process else None
+                del state
+                acc.wait_for_everyone()
             if not self.writes:
                 return
             with open(self.eval_partial, "a") as f:
@@ -164,6 +175,7 @@ def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator,
     trl_dir = out_dir / ".trl"  # TRL saves nothing there (save_strategy "no"); removed after
     trainer = trainer_cls(model=model, args=args_for(trl_dir, processes()), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
                           processing_class=tokenizer, callbacks=[logger], **trainer_kwargs)  # fmt: skip
+    logger.trainer = trainer
     trainer.remove_callback(
         DEFAULT_PROGRESS_CALLBACK
     )  # TRL configs keep tqdm on (disable_tqdm=False): our bar
