@@ -130,7 +130,7 @@ def _forward(
 
 
 def loss_divisors(
-    aggregation: str, masks: list[torch.Tensor], num_tokens: float, world: int
+    aggregation: str, masks: list[torch.Tensor], num_tokens: float | torch.Tensor, world: int
 ) -> list[float | torch.Tensor]:
     """What each micro batch's summed token loss is divided by (the objectives' ``num_tokens``), one per micro
     batch of this rank: ``num_tokens`` (the mini batch's trained tokens over all ranks) for ``global_token_mean``;
@@ -164,8 +164,9 @@ def backward_mini_batch(
     for m, mb in enumerate(micro_batches):
         mask = mb["loss_mask"][:, 1:]  # [b, T-1], aligned with logprobs
         masks.append(mask * select[m] if select is not None else mask)
-    # one host sync for the mini batch's trained-token count (mask sums are integers: exact in fp32 and float64)
-    num_tokens = float(all_reduce(torch.stack([x.sum() for x in masks]).double().sum()))
+    # the mini batch's trained-token count, all ranks, as a device scalar (no host read: mask sums are integers, exact
+    # in fp32 and float64; the losses divide by it in fp32, as by the same number read to the host)
+    num_tokens = all_reduce(torch.stack([x.sum() for x in masks]).double().sum())
     divisors = loss_divisors(cfg.loss_aggregation, masks, num_tokens, dist()[0])
     parts, tensors = [], []
     for m, mb in enumerate(micro_batches):
