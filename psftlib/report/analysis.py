@@ -320,14 +320,18 @@ def reflective_share(stats: pd.DataFrame, words: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("phase")
 
 
-def paper_sections(table_name: str, label: str) -> list[str]:
+def paper_sections(
+    table_name: str, label: str, rows_of: Any = None, columns: str = "benchmark_id"
+) -> list[str]:
     """Markdown sections of a transcribed paper table (``results/paper/<table_name>.csv``), one per model:
-    method rows x benchmark columns, to print beside ours."""
+    method rows x benchmark columns (``columns``: the CSV's column naming them), to print beside ours;
+    ``rows_of(table) -> table`` keeps some of its rows first (one model, one setting)."""
     paper = load_paper_table(table_name)
+    paper = rows_of(paper) if rows_of is not None else paper
     lines: list[str] = []
     for model in paper["model"].unique():
         rows = paper[paper["model"] == model]
-        t = rows.pivot_table(index="method_id", columns="benchmark_id", values="value", sort=False)
+        t = rows.pivot_table(index="method_id", columns=columns, values="value", sort=False)
         lines += [
             f"## Paper ({model}, {label}; `results/paper/{table_name}.csv`)",
             "",

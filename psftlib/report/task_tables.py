@@ -19,7 +19,7 @@ import pandas as pd
 from psftlib.config import load_profile
 from psftlib.data import DataError, read_json
 from psftlib.layout import ROOT, Layout
-from psftlib.report.analysis import column_label, markdown_table
+from psftlib.report.analysis import column_label, markdown_table, paper_sections
 from psftlib.report.paper import load_paper_table
 
 PERCENT_NOTE = (
@@ -91,24 +91,16 @@ def paper_rows(
     """The paper's numbers of one table (``results/paper/<table_name>.csv``) as Markdown: methods x benchmarks, for
     one ``model`` (every model when None) and one ``setting`` (Table 4 / 5: ``text_only`` / ``text_image``)."""
     paper = load_paper_table(table_name)
-    if model is not None:
-        if model not in set(paper["model"]):
-            raise KeyError(
-                f"results/paper/{table_name}.csv: no model {model!r}; models: {sorted(set(paper['model']))}"
-            )
-        paper = paper[paper["model"] == model]
-    if setting is not None:
-        paper = paper[paper["setting"] == setting]
-    lines: list[str] = []
-    for name, rows in paper.groupby("model", sort=False):
-        t = rows.pivot_table(index="method_id", columns="benchmark", values="value", sort=False)
-        lines += [
-            f"## Paper ({name}, {label}; `results/paper/{table_name}.csv`)",
-            "",
-            markdown_table(t, "method"),
-            "",
-        ]
-    return lines
+    if model is not None and model not in set(paper["model"]):
+        raise KeyError(
+            f"results/paper/{table_name}.csv: no model {model!r}; models: {sorted(set(paper['model']))}"
+        )
+
+    def rows_of(table: pd.DataFrame) -> pd.DataFrame:
+        table = table[table["model"] == model] if model is not None else table
+        return table[table["setting"] == setting] if setting is not None else table
+
+    return paper_sections(table_name, label, rows_of, columns="benchmark")
 
 
 def cases(profile: str, runs: list[str], task_set: str, per_run: int = 2, chars: int = 1500,
