@@ -284,7 +284,7 @@ FINDINGS = [
     Finding("5.3b", "frequent updates (every 4 steps) deliver substantial in-domain gains",
             "final in-domain, 4 optimizer steps per refresh (a larger mini batch) > 8 (the default)",
             ("psft_refresh4", "psft"), _domain("in_domain", "psft_refresh4", "psft")),
-    Finding("5.3c", "smaller mini batches (more steps per refresh) cost generalization",
+    Finding("5.3c", "smaller mini batches, i.e. more steps per refresh, cost generalization",
             "final out-of-domain, 8 optimizer steps per refresh (the default) > 16 (a smaller mini batch)",
             ("psft", "psft_refresh16"), _domain("out_of_domain", "psft", "psft_refresh16")),
     Finding("4.2-1a", "PSFT leaves much room for RL: higher entropy throughout GRPO",
