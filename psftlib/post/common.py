@@ -21,6 +21,7 @@ from tqdm import tqdm
 from transformers import TrainerCallback
 from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
 
+from psftlib.runtime import launched_processes
 from psftlib.worlds.build import load_checkpoint, save_pretrained_atomic
 
 # TRL log key -> our metric name (conventions.md); every other numeric key is kept under its TRL name
@@ -52,11 +53,6 @@ def load_cold_start(path: str | Path):
         return load_checkpoint(path)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err}; train the cold start first") from None
-
-
-def processes() -> int:
-    """Training processes of this job (``accelerate launch`` sets ``WORLD_SIZE``); 1 for a plain ``python -m``."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def device_args() -> dict[str, Any]:
@@ -173,7 +169,7 @@ def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator,
     model, tokenizer = load_cold_start(cold_start)
     logger = make_callbacks(out_dir, evaluator, eval_every, steps_per_train_batch)
     trl_dir = out_dir / ".trl"  # TRL saves nothing there (save_strategy "no"); removed after
-    trainer = trainer_cls(model=model, args=args_for(trl_dir, processes()), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
+    trainer = trainer_cls(model=model, args=args_for(trl_dir, launched_processes()), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
                           processing_class=tokenizer, callbacks=[logger], **trainer_kwargs)  # fmt: skip
     logger.trainer = trainer
     trainer.remove_callback(
