@@ -7,11 +7,14 @@ the test serves a hand-built one of the same columns in its place (``hub_gamed``
 
 from __future__ import annotations
 
+import hashlib
 import json
+import string
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -97,33 +100,102 @@ def test_alpaca_eval_prompt_is_alpaca_evals_own():
 # ---- templates and questions ----------------------------------------------------------------------------------------
 
 
-def test_judge_templates_render_and_parse():
+# sha256 of each upstream text (computed from the upstream files at the commits named in judge_templates.yaml's header)
+UPSTREAM_SHA256 = {
+    ("mt_bench", "single", "system"): "75357d685f238b6afd7738be9786fdafde641eb6ca9a3be7471939715a68a4de",
+    ("mt_bench", "single", "prompt"): "0935c7ff79f38d3f9b135e14b2cf3bc05ddfbcb96cfd4094b1681a8044e9ccd0",
+    (
+        "mt_bench",
+        "single_reference",
+        "system",
+    ): "75357d685f238b6afd7738be9786fdafde641eb6ca9a3be7471939715a68a4de",
+    (
+        "mt_bench",
+        "single_reference",
+        "prompt",
+    ): "8e11dbbf609a3d6f69cc75c8f1f2a4932160a64499f6fd6e5f3916e8e54aa2b7",
+    ("mt_bench", "multi_turn", "system"): "d1e77aa107f02dd829e2e9caee2ad227d0a501853fefa74ccd4b51f758cbd432",
+    ("mt_bench", "multi_turn", "prompt"): "33067cf18206b4abdc13b27f53b5240b4ef64e9efa5a2fb4b51d91fb0aca60fd",
+    (
+        "mt_bench",
+        "multi_turn_reference",
+        "system",
+    ): "4b8fe8086dbdf4a8bc64cdeec10ff6b348ec6c0578d668ad01604e47ae517baf",
+    (
+        "mt_bench",
+        "multi_turn_reference",
+        "prompt",
+    ): "6a2b8ad2961c275c0afd7206cbf6bb22379309ded1032798464f3f4ae5176b03",
+    ("arena_hard", "pairwise", "system"): "03f68010febd7a6405102ef882b4dd5a9700c56b2e1ff286d3b38f5d3a929bbf",
+    ("arena_hard", "pairwise", "prompt"): "b0260904bc964e0d07d20581309c53fce4879159080fee42d8c91f8a80c48df4",
+}
+# FastChat data/mt_bench/reference_answer/gpt-4.jsonl (git blob 8b66387a3129cbb117178fe515491df553dd52df)
+REFERENCE_SHA256 = "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f"
+FIELDS = {  # each template's str.format fields: the upstream names
+    ("mt_bench", "single"): {"question", "answer"},
+    ("mt_bench", "single_reference"): {"question", "ref_answer_1", "answer"},
+    ("mt_bench", "multi_turn"): {"question_1", "answer_1", "question_2", "answer_2"},
+    ("mt_bench", "multi_turn_reference"): {"question_1", "answer_1", "question_2", "answer_2", "ref_answer_1",
+                                           "ref_answer_2"},
+    ("arena_hard", "pairwise"): {"question_1", "answer_1", "answer_2"},
+}  # fmt: skip
+
+
+def test_templates_are_the_upstream_texts():
     t = judge.load_templates()
-    msgs = judge.render(t["arena_hard"]["pairwise"], question="Q?", answer_a="first", answer_b="second")
-    assert msgs[0]["role"] == "system" and "[[A>>B]]" in msgs[0]["content"]
-    assert "Q?" in msgs[1]["content"] and msgs[1]["content"].index("first") < msgs[1]["content"].index(
-        "second"
-    )
+    got = {
+        k: hashlib.sha256(t[b][kind][f].encode()).hexdigest() for k in UPSTREAM_SHA256 for b, kind, f in [k]
+    }
+    assert got == UPSTREAM_SHA256
+    assert [t["mt_bench"][k]["name"] for k in judge.FASTCHAT_NAMES.values()] == list(judge.FASTCHAT_NAMES)
+    assert t["mt_bench"]["reference_categories"] == ["math", "reasoning", "coding"]  # common.py NEED_REF_CATS
+    assert tuple(t["mt_bench"]["rating_patterns"]) == judge.RATING_PATTERNS
+    assert t["arena_hard"]["regex_pattern"] == judge.VERDICT_PATTERN == r"\[\[([AB<>=]+)\]\]"
+    assert (t["arena_hard"]["number_of_judgment_attempts"], t["arena_hard"]["weight"]) == (2, 3)
+    ref = ROOT / "psftlib" / "eval" / "mt_bench_reference_gpt-4.jsonl"
+    assert hashlib.sha256(ref.read_bytes()).hexdigest() == REFERENCE_SHA256
+
+
+def test_every_template_slot_is_filled():
+    t = judge.load_templates()
+    for (bench, kind), fields in FIELDS.items():
+        tpl = t[bench][kind]
+        assert {f for _, f, _, _ in string.Formatter().parse(tpl["prompt"]) if f} == fields, (bench, kind)
+        msgs = judge.render(tpl, **{f: f"<{f.upper()}>" for f in fields})
+        assert [m["role"] for m in msgs] == ["system", "user"] and msgs[0]["content"] == tpl["system"]
+        assert all(f"<{f.upper()}>" in msgs[1]["content"] for f in fields) and "{" not in msgs[1]["content"]
     with pytest.raises(judge.JudgeError, match="needs field 'answer'"):
         judge.render(t["mt_bench"]["single"], question="Q?")
-    assert judge.parse_verdict("My final verdict is: [[B>A]]") == "B>A"
+
+
+def test_parse_official_format_outputs():
+    # arena-hard-auto v0.1 judgments end as its system prompt asks; get_score: one distinct label, else none
+    assert judge.parse_verdict("...\n\nMy final verdict is Assistant B is slightly better: [[B>A]].") == "B>A"
+    assert judge.parse_verdict("My final verdict is tie: [[A=B]]") == "A=B"
     assert judge.parse_verdict("[[A>>B]] then [[A>>B]]") == "A>>B"
     assert judge.parse_verdict("[[A>B]] or maybe [[B>A]]") is None and judge.parse_verdict("tie") is None
+    assert judge.verdict_of("no label") == (None, True) and judge.verdict_of("[[A>B]] [[B>A]]") == (
+        None,
+        False,
+    )
+    assert judge.parse_verdict("[[B=A]]") == "B=A"  # recorded as upstream; its scorer gives it no battle
+    assert judge_scores.arena_hard_battles([("B=A", "A=B")], "m")["winner"].tolist() == ["tie"]
+    # FastChat single grading: 'strictly following this format: "[[rating]]", for example: "Rating: [[5]]"'
+    assert judge.parse_rating("The answer is correct and clear.\n\nRating: [[9]]") == 9.0
+    assert judge.parse_rating("Rating: [[7.5]] ... final Rating: [[6]]") == 7.5  # FastChat: the first match
+    assert judge.parse_rating("Rating: [9]") == 9.0 and judge.parse_rating('format "[[rating]]"') is None
 
 
 def test_fastchat_templates_convert(tmp_path):
-    rows = [{"name": "single-v1", "system_prompt": "S", "prompt_template": "{question} {answer} [[rating]]"},
-            {"name": "single-math-v1", "system_prompt": "S", "prompt_template": "{question} {ref_answer_1} {answer}"},
-            {"name": "single-v1-multi-turn", "system_prompt": "S",
-             "prompt_template": "{question_1} {answer_1} {question_2} {answer_2}"},
-            {"name": "single-math-v1-multi-turn", "system_prompt": "S",
-             "prompt_template": "{ref_answer_1} {ref_answer_2} {question_1} {answer_1} {question_2} {answer_2}"},
-            {"name": "pair-v2", "system_prompt": "S", "prompt_template": "x"}]  # fmt: skip
+    rows = [{"name": n, "system_prompt": f"S {n}", "prompt_template": f"P {n}", "output_format": "[[rating]]"}
+            for n in judge.FASTCHAT_NAMES] + [{"name": "pair-v2", "system_prompt": "S", "prompt_template": "x"}]  # fmt: skip
     (tmp_path / "judge_prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = judge.templates_from_fastchat(tmp_path / "judge_prompts.jsonl")
-    assert got["single_reference"]["prompt"] == "{question} {reference} {answer}"
-    judge.render(got["multi_turn_reference"], reference_1="a", reference_2="b", question_1="q", answer_1="x",
-                 question_2="q2", answer_2="y")  # fmt: skip
+    assert got["single_reference"] == {"name": "single-math-v1", "system": "S single-math-v1",
+                                       "prompt": "P single-math-v1", "output_format": "[[rating]]"}  # fmt: skip
+    (tmp_path / "judge_prompts.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(judge.JudgeError, match="missing FastChat templates"):
+        judge.templates_from_fastchat(tmp_path / "judge_prompts.jsonl")
 
 
 def test_read_questions_of_each_benchmark():
@@ -149,34 +221,83 @@ class _Scripted:
 
 def test_arena_hard_bradley_terry_of_weighted_battles():
     ah = judge.read_questions("arena_hard", FIX / "arena_hard_question.jsonl")
-    # q1: game 1 (baseline A) B>A, game 2 (model A) A>B: two model wins; q2: A>>B (baseline, weight 3), unparsed
-    res = judge.arena_hard(
-        _Scripted(["[[B>A]]", "[[A>B]]", "[[A>>B]]", "garbled"]),
-        ah,
-        ["m1", "m2"],
-        ["b1", "b2"],
-        bootstrap_rounds=20,
-    )
-    assert res["battles"] == 5 and res["unparsed"] == 1
+    # q1: game 1 (baseline A) B>A, game 2 (model A) A>B: two model wins; q2: A>>B (baseline, weight 3), then a game
+    # without a verdict: asked once more (number_of_judgment_attempts 2), still none -> dropped
+    sj = _Scripted(["[[B>A]]", "[[A>B]]", "[[A>>B]]", "garbled", "still nothing"])
+    res = judge.arena_hard(sj, ah, ["m1", "m2"], ["b1", "b2"], bootstrap_rounds=20)
+    assert res["battles"] == 5 and res["unparsed"] == 1 and not sj.replies
     assert res["win_rate"] == pytest.approx(
         40.0, abs=1e-3
     )  # two players: the BT win rate is the share of wins
     assert 0.0 <= res["ci_low"] <= res["win_rate"] <= res["ci_high"] <= 100.0
+    # game 1 shows the baseline as A, game 2 the model; the second ask follows the first reply and upstream's message
+    first, second = sj.seen[0][1]["content"], sj.seen[1][1]["content"]
+    assert first.index("b1") < first.index("m1") and second.index("m1") < second.index("b1")
+    assert first.startswith("<|User Prompt|>\n" + ah[0]["turns"][0])
+    assert [m["content"] for m in sj.seen[-1][-2:]] == ["garbled", "continue your judgment and finish by outputting "
+                                                        "a final verdict label"]  # fmt: skip
+    assert res["judgments"][3] == "\ngarbled\nstill nothing"  # gen_judgment: judgment += "\n" + reply
     ties = judge_scores.arena_hard_battles([("A=B", "B>A"), ("A>B", "B=A")], "m")
-    assert list(ties["winner"]) == ["tie", "model_a", "model_a", "tie"]
+    assert list(ties["winner"]) == ["tie", "model_a", "model_a"]  # show_result.py: B=A gives no battle
     assert judge_scores.arena_hard_scores(ties, "m", num_rounds=10)["win_rate"] == pytest.approx(
-        25.0, abs=1e-3
+        100 / 6, abs=1e-3
     )
 
 
+def test_arena_hard_interval_is_percentiles_of_ratings():
+    battles = judge_scores.arena_hard_battles(
+        [("B>A", "A>B")] * 6 + [("A>B", "A=B")] * 4 + [("A=B", "B>>A")], "m"
+    )
+    res = judge_scores.arena_hard_scores(battles, "m", num_rounds=30)
+    rng = np.random.RandomState(
+        42
+    )  # show_result.py: np.random.seed(42), battles.sample(frac=1.0, replace=True)
+    boot = [
+        judge_scores.compute_mle_elo(battles.sample(frac=1.0, replace=True, random_state=rng))
+        for _ in range(30)
+    ]
+    ratings = [b["m"] - b[judge_scores.ARENA_BASELINE] + 1000 for b in boot]
+    for key, q in (("ci_low", 2.5), ("ci_high", 97.5)):  # get_win_rate_column of the rating percentile
+        assert res[key] == pytest.approx(100 / (1 + 10 ** ((1000 - np.percentile(ratings, q)) / 400)))
+    one_sided = judge_scores.arena_hard_scores(
+        judge_scores.arena_hard_battles([("B>A", "A>B")] * 3, "m"), "m"
+    )
+    assert (one_sided["win_rate"], one_sided["ci_low"], one_sided["ci_high"]) == (100.0, 100.0, 100.0)
+
+
 def test_mt_bench_rating_as_fastchat():
-    assert judge.parse_rating("Rating: [[7.5]] ... final Rating: [[6]]") == 7.5  # FastChat: the first match
-    assert judge.parse_rating("Rating: [9]") == 9.0 and judge.parse_rating("no score") is None
     mt = judge.read_questions("mt_bench", FIX / "mt_bench_question.jsonl")
     sj = _Scripted(["Rating: [[8]]", "Rating: [[6]]", "Rating: [[10]]", "no rating"])
     res = judge.mt_bench(sj, mt, [["a1", "a2"], ["b1", "b2"]])
     assert (res["turn1"], res["turn2"], res["unparsed_turn2"]) == (9.0, 6.0, 1)
-    assert "Reference" in sj.seen[2][1]["content"]  # the math question is judged against its reference
+    t = judge.load_templates()["mt_bench"]
+    # writing: single-v1 / single-v1-multi-turn; math: single-math-v1 / single-math-v1-multi-turn with both references
+    used = [next(k for k in judge.FASTCHAT_NAMES.values() if c[0]["content"] == t[k]["system"]
+                 and c[1]["content"].startswith(t[k]["prompt"].split("{")[0])) for c in sj.seen]  # fmt: skip
+    assert used == ["single", "multi_turn", "single_reference", "multi_turn_reference"]
+    assert "[The Start of Reference Answer]\n6\n[The End of Reference Answer]" in sj.seen[2][1]["content"]
+    assert (
+        "### Reference answer:\n6\n" in sj.seen[3][1]["content"]
+        and "### Reference answer:\n2.5\n" in sj.seen[3][1]["content"]
+    )
+    mt[1]["reference"] = None  # FastChat's check_data: a reference category needs its reference answers
+    with pytest.raises(judge.JudgeError, match="no reference answer for question\\(s\\) \\['111'\\]"):
+        judge.mt_bench(_Scripted([]), mt, [["a1", "a2"], ["b1", "b2"]])
+    mt[1]["category"] = "writing"
+    assert judge.mt_bench(_Scripted(["[[1]]"] * 4), mt, [["a1", "a2"], ["b1", "b2"]])["turn1"] == 1.0
+
+
+def test_mt_bench_reference_answers_are_fastchats_gpt4():
+    refs = judge.read_answer_turns(ROOT / "psftlib" / "eval" / "mt_bench_reference_gpt-4.jsonl")
+    assert sorted(map(int, refs)) == list(range(101, 131)) and all(len(r) == 2 for r in refs.values())
+    spec = {
+        "questions": str(FIX / "mt_bench_question.jsonl"),
+        "reference_answers": "psftlib/eval/mt_bench_reference_gpt-4.jsonl",
+    }
+    qs = judge_run.questions_of(
+        "mt_bench", spec
+    )  # replaces the questions' own "reference" field, as FastChat
+    assert qs[1]["id"] == "111" and qs[1]["reference"] == refs["111"] and qs[0]["reference"] is None
 
 
 # ---- the judge run (rules/judge.smk's command) on a tiny random model --------------------------------------------------

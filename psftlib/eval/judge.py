@@ -7,10 +7,12 @@ generate the judged model's answers with Table 15's sampling. Templates are data
 module asks the judge and parses its verdicts; :mod:`psftlib.eval.judge_scores` turns them into scores with each
 benchmark's published scorer:
 
-- **MT-Bench**: single-answer grading, a 1-10 ``[[rating]]`` per turn (the second turn judged in the context of
-  the first; math/reasoning/coding questions against their reference answers), parsed as FastChat does.
-- **Arena-Hard**: pairwise verdicts ``[[A>>B]]`` ... ``[[B>>A]]`` against the baseline's answers, two games with
-  the positions swapped; Bradley-Terry win rate with a bootstrap interval as arena-hard-auto v0.1.
+- **MT-Bench**: FastChat's single-answer grading prompts (single-v1, single-math-v1 and their multi-turn variants,
+  verbatim), a 1-10 ``[[rating]]`` per turn (the second turn judged in the context of the first; math, reasoning
+  and coding questions against FastChat's GPT-4 reference answers), parsed as FastChat does.
+- **Arena-Hard**: arena-hard-auto v0.1's judge prompt (verbatim), pairwise verdicts ``[[A>>B]]`` ... ``[[B>>A]]``
+  against the baseline's answers, two games with the positions swapped, a second attempt when a judgment has no
+  verdict; Bradley-Terry win rate with a bootstrap interval as arena-hard-auto v0.1.
 - **AlpacaEval 2**: AlpacaEval's own judge prompt (``weighted_alpaca_eval_gpt4_turbo``, read from the installed
   ``alpaca_eval`` package): the judge names the better output with one token, ``m`` (output_1) or ``M``
   (output_2), outputs in random order; the preference is the renormalised probability of the model's token. LC:
@@ -38,13 +40,11 @@ from psftlib.worlds.rows import load_rows
 # torch and vllm are imported by the chat backend that uses them: parsing and scoring need neither
 
 TEMPLATES_PATH = Path(__file__).resolve().with_name("judge_templates.yaml")
-# FastChat llm_judge/common.py: one_score_pattern, one_score_pattern_backup (the first match counts)
-RATING_RE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
-RATING_FALLBACK_RE = re.compile(r"\[(\d+\.?\d*)\]")
-VERDICT_RE = re.compile(r"\[\[([AB<>=]+)\]\]")
-# Arena-Hard's verdict of a game with the baseline as A and the model as B -> the model's score
-MODEL_AS_B = {"A>>B": 0.0, "A>B": 0.25, "A=B": 0.5, "B=A": 0.5, "B>A": 0.75, "B>>A": 1.0}
-MODEL_AS_A = {"A>>B": 1.0, "A>B": 0.75, "A=B": 0.5, "B=A": 0.5, "B>A": 0.25, "B>>A": 0.0}
+# FastChat llm_judge/common.py: one_score_pattern, one_score_pattern_backup (the first match counts); the templates'
+# mt_bench.rating_patterns hold the same two
+RATING_PATTERNS = (r"\[\[(\d+\.?\d*)\]\]", r"\[(\d+\.?\d*)\]")
+# arena-hard-auto v0.1 config/judge_config.yaml regex_pattern (the templates' arena_hard.regex_pattern)
+VERDICT_PATTERN = r"\[\[([AB<>=]+)\]\]"
 
 # ---- templates ------------------------------------------------------------------------------------------------
 
@@ -62,7 +62,7 @@ def load_templates(path: str | Path | None = None) -> dict[str, Any]:
                     **tpl,
                     **_package_template(tpl["from_package"], tpl.get("rename", {})),
                 }
-    for bench, kinds in (("mt_bench", ("single", "multi_turn")), ("arena_hard", ("pairwise",)),
+    for bench, kinds in (("mt_bench", tuple(FASTCHAT_NAMES.values())), ("arena_hard", ("pairwise",)),
                          ("alpaca_eval", ("preference",))):  # fmt: skip
         for kind in kinds:
             tpl = (data.get(bench) or {}).get(kind)
@@ -94,29 +94,28 @@ def _package_template(spec: str, rename: dict[str, str]) -> dict[str, str]:
     return {"system": parts.get("system", "").strip(), "prompt": prompt}
 
 
-def templates_from_fastchat(path: str | Path) -> dict[str, dict[str, str]]:
-    """MT-Bench templates from FastChat's ``judge_prompts.jsonl`` (fields name, system_prompt, prompt_template).
+# FastChat judge_prompts.jsonl row name -> our template key under mt_bench
+FASTCHAT_NAMES = {"single-v1": "single", "single-math-v1": "single_reference",
+                  "single-v1-multi-turn": "multi_turn", "single-math-v1-multi-turn": "multi_turn_reference"}  # fmt: skip
 
-    Returns ``{"single", "single_reference", "multi_turn", "multi_turn_reference"}`` to put under ``mt_bench``;
-    FastChat's placeholders (``{question}``, ``{answer}``, ``{ref_answer_1}`` ...) are renamed to ours.
-    """
-    names = {"single-v1": "single", "single-math-v1": "single_reference",
-             "single-v1-multi-turn": "multi_turn", "single-math-v1-multi-turn": "multi_turn_reference"}  # fmt: skip
-    rename = {"{ref_answer_1}": "{reference_1}", "{ref_answer_2}": "{reference_2}"}
+
+def templates_from_fastchat(path: str | Path) -> dict[str, dict[str, str]]:
+    """MT-Bench templates from FastChat's ``judge_prompts.jsonl`` (fields name, system_prompt, prompt_template,
+    output_format), unchanged: ``{"single", "single_reference", "multi_turn", "multi_turn_reference"}`` as under
+    ``mt_bench`` in ``judge_templates.yaml`` (which holds them, copied from FastChat; this reads a newer file)."""
     out = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         row = json.loads(line)
-        if row.get("name") in names:
-            prompt = row["prompt_template"]
-            for old, new in rename.items():
-                prompt = prompt.replace(old, new)
-            if names[row["name"]] == "single_reference":
-                prompt = prompt.replace("{reference_1}", "{reference}")
-            out[names[row["name"]]] = {"system": row.get("system_prompt", ""), "prompt": prompt}
-    if set(out) != set(names.values()):
-        raise JudgeError(f"{path}: missing FastChat templates {sorted(set(names.values()) - set(out))}")
+        if row.get("name") in FASTCHAT_NAMES:
+            out[FASTCHAT_NAMES[row["name"]]] = {"name": row["name"], "system": row.get("system_prompt", ""),
+                                                "prompt": row["prompt_template"],
+                                                "output_format": row.get("output_format")}  # fmt: skip
+    if set(out) != set(FASTCHAT_NAMES.values()):
+        raise JudgeError(
+            f"{path}: missing FastChat templates {sorted(set(FASTCHAT_NAMES.values()) - set(out))}"
+        )
     return out
 
 
@@ -133,23 +132,31 @@ def render(template: dict[str, Any], **fields: str) -> Messages:
 # ---- parsing --------------------------------------------------------------------------------------------------
 
 
-def parse_rating(text: str) -> float | None:
+def parse_rating(text: str, patterns: Sequence[str] = RATING_PATTERNS) -> float | None:
     """MT-Bench rating as FastChat's ``run_judge_single``: the first ``[[x]]``, else the first ``[x]``; None (FastChat:
     -1, dropped from the means) when there is neither."""
-    for pattern in (RATING_RE, RATING_FALLBACK_RE):
-        found = pattern.search(text or "")
+    for pattern in patterns:
+        found = re.search(pattern, text or "")
         if found:
             return float(ast.literal_eval(found.group(1)))
     return None
 
 
-def parse_verdict(text: str) -> str | None:
-    """Arena-Hard verdict label: the single distinct ``[[...]]`` label of the judgment, else None."""
-    labels = {m for m in VERDICT_RE.findall(text or "") if m}
-    if len(labels) != 1:
-        return None
-    label = labels.pop()
-    return label if label in MODEL_AS_B else None
+def verdict_of(text: str, pattern: str = VERDICT_PATTERN) -> tuple[str | None, bool]:
+    """arena-hard-auto v0.1 ``gen_judgment.get_score`` (pairwise): ``(label, False)`` when the judgment holds one
+    distinct verdict label, ``(None, False)`` when it holds several, ``(None, True)`` (ask again) when none."""
+    labels = [m for m in re.findall(pattern, text or "") if m != ""]
+    if not labels:
+        return None, True
+    if len(set(labels)) == 1:
+        return labels[0].strip("\n"), False
+    return None, False
+
+
+def parse_verdict(text: str, pattern: str = VERDICT_PATTERN) -> str | None:
+    """Arena-Hard verdict label as arena-hard-auto v0.1 records it (any single distinct ``[[...]]`` label, even one
+    its scorer then drops, like ``B=A``), else None."""
+    return verdict_of(text, pattern)[0]
 
 
 # ---- questions --------------------------------------------------------------------------------------------------
@@ -178,19 +185,26 @@ def read_questions(benchmark: str, path: str | Path, config: str | None = None,
     return out
 
 
-def read_answers(path: str | Path) -> dict[str, str]:
-    """A baseline's answers by question id: arena-hard-auto ``model_answer/<model>.jsonl`` (question_id, choices[0]
-    .turns[0].content) or rows with ``question_id`` and ``answer``."""
+def read_answer_turns(path: str | Path) -> dict[str, list[str]]:
+    """Answers by question id, turn by turn: FastChat / arena-hard-auto model-answer JSONL (question_id,
+    ``choices[0].turns`` as strings or ``{"content"}``; FastChat's ``reference_answer/gpt-4.jsonl`` too) or rows
+    with ``question_id`` and ``answer`` (one turn)."""
     out = {}
     for i, r in enumerate(load_rows(path)):
         try:
-            text = r["answer"] if "answer" in r else r["choices"][0]["turns"][0]["content"]
-            out[str(r["question_id"])] = text
+            turns = [r["answer"]] if "answer" in r else r["choices"][0]["turns"]
+            out[str(r["question_id"])] = [t["content"] if isinstance(t, dict) else t for t in turns]
         except (KeyError, IndexError, TypeError):
-            raise JudgeError(
-                f"{path}: row {i}: needs question_id and answer (or choices[0].turns[0].content)"
-            ) from None
+            raise JudgeError(f"{path}: row {i}: needs question_id and answer (or choices[0].turns)") from None
+        if not out[str(r["question_id"])]:
+            raise JudgeError(f"{path}: row {i}: no turns")
     return out
+
+
+def read_answers(path: str | Path) -> dict[str, str]:
+    """A baseline's answers by question id (the first turn of :func:`read_answer_turns`): arena-hard-auto
+    ``model_answer/<model>.jsonl`` or rows with ``question_id`` and ``answer``."""
+    return {qid: turns[0] for qid, turns in read_answer_turns(path).items()}
 
 
 def answer_questions(
@@ -218,15 +232,26 @@ def mt_bench(
     judge: Chat, questions: list[dict], answers: list[list[str]], templates: dict | None = None,
     max_judge_tokens: int = 2048,
 ) -> dict[str, Any]:  # fmt: skip
-    """MT-Bench 1-turn and 2-turn scores (mean 1-10 ratings), per-question ratings and unparsed counts."""
+    """MT-Bench 1-turn and 2-turn scores (mean 1-10 ratings), per-question ratings and unparsed counts, as FastChat's
+    ``gen_judgment.py --mode single``: questions of ``reference_categories`` are judged with the reference prompts
+    (``single-math-v1``, ``single-math-v1-multi-turn``) against ``q["reference"]`` (FastChat's GPT-4 reference
+    answers, one per turn; a missing one is an error, as FastChat's ``check_data``), the others with ``single-v1`` /
+    ``single-v1-multi-turn``."""
     t = (templates or load_templates())["mt_bench"]
     ref_cats = set(t.get("reference_categories", []))
+    patterns = t.get("rating_patterns", RATING_PATTERNS)
+    need = [q["id"] for q, a in zip(questions, answers, strict=True) if q.get("category") in ref_cats
+            and len(q.get("reference") or []) < min(len(q["turns"]), len(a), 2)]  # fmt: skip
+    if need:
+        raise JudgeError(f"mt_bench: no reference answer for question(s) {need[:5]} of categories {sorted(ref_cats)} "
+                         "(paper.judge.benchmarks.mt_bench.reference_answers: FastChat's gpt-4.jsonl)")  # fmt: skip
     convs, where = [], []
     for qi, (q, a) in enumerate(zip(questions, answers, strict=True)):
-        use_ref = q.get("category") in ref_cats and q.get("reference")
-        ref = q.get("reference") or []
-        convs.append(render(t["single_reference"], question=q["turns"][0], answer=a[0], reference=ref[0])
-                     if use_ref else render(t["single"], question=q["turns"][0], answer=a[0]))  # fmt: skip
+        ref = q.get("reference") if q.get("category") in ref_cats else None
+        refs = {f"ref_answer_{i + 1}": r for i, r in enumerate((ref or [])[:2])}
+        convs.append(
+            render(t["single_reference"] if ref else t["single"], question=q["turns"][0], answer=a[0], **refs)
+        )
         where.append((qi, 1))
         if len(q["turns"]) > 1 and len(a) > 1:
             fields = {
@@ -235,18 +260,40 @@ def mt_bench(
                 "question_2": q["turns"][1],
                 "answer_2": a[1],
             }
-            if use_ref and len(ref) > 1:
-                convs.append(
-                    render(t["multi_turn_reference"], reference_1=ref[0], reference_2=ref[1], **fields)
-                )
-            else:
-                convs.append(render(t["multi_turn"], **fields))
+            convs.append(
+                render(t["multi_turn_reference"], **fields, **refs)
+                if ref
+                else render(t["multi_turn"], **fields)
+            )
             where.append((qi, 2))
     judgments = judge.chat(convs, 0.0, None, max_judge_tokens)
     per_q: dict[str, dict[str, float | None]] = {q["id"]: {} for q in questions}
     for (qi, turn), text in zip(where, judgments, strict=True):
-        per_q[questions[qi]["id"]][f"turn{turn}"] = parse_rating(text)
+        per_q[questions[qi]["id"]][f"turn{turn}"] = parse_rating(text, patterns)
     return {**judge_scores.mt_bench_scores(per_q), "per_question": per_q, "judgments": judgments}
+
+
+def judge_with_attempts(judge: Chat, convs: list[Messages], max_judge_tokens: int, attempts: int = 1,
+                        continue_prompt: str = "", pattern: str = VERDICT_PATTERN) -> list[str]:  # fmt: skip
+    """arena-hard-auto v0.1 ``gen_judgment.judgment``: ask the judge (temperature 0); while a judgment has no verdict
+    label and attempts remain, append its reply and ``continue_prompt`` and ask again. Each returned judgment is the
+    replies joined as upstream (``"\\n" + reply`` per attempt)."""
+    convs = [list(c) for c in convs]
+    texts = [""] * len(convs)
+    pending = list(range(len(convs)))
+    for attempt in range(max(1, attempts)):
+        replies = judge.chat([list(convs[i]) for i in pending], 0.0, None, max_judge_tokens)
+        again = []
+        for i, reply in zip(pending, replies, strict=True):
+            texts[i] += "\n" + reply
+            convs[i].append({"role": "assistant", "content": reply})
+            if verdict_of(texts[i], pattern)[1] and attempt + 1 < attempts:
+                convs[i].append({"role": "user", "content": continue_prompt})
+                again.append(i)
+        pending = again
+        if not pending:
+            break
+    return texts
 
 
 def arena_hard(
@@ -255,17 +302,21 @@ def arena_hard(
     baseline: str = judge_scores.ARENA_BASELINE, bootstrap_rounds: int = 100,
 ) -> dict[str, Any]:  # fmt: skip
     """Arena-Hard win rate (%) of the model against the baseline, with its bootstrap 95% interval: two games per
-    question, positions swapped (game 1: baseline is A), scored by :func:`judge_scores.arena_hard_scores`."""
-    t = (templates or load_templates())["arena_hard"]["pairwise"]
+    question, positions swapped (game 1: baseline is A), each with up to ``number_of_judgment_attempts`` asks
+    (:func:`judge_with_attempts`), scored by :func:`judge_scores.arena_hard_scores`."""
+    spec = (templates or load_templates())["arena_hard"]
+    t, pattern = spec["pairwise"], spec.get("regex_pattern", VERDICT_PATTERN)
     convs = []
     for q, a, b in zip(questions, answers, baseline_answers, strict=True):
-        convs.append(render(t, question=q["turns"][0], answer_a=b, answer_b=a))  # game 1: baseline is A
-        convs.append(render(t, question=q["turns"][0], answer_a=a, answer_b=b))  # game 2: model is A
-    judgments = judge.chat(convs, 0.0, None, max_judge_tokens)
+        convs.append(render(t, question_1=q["turns"][0], answer_1=b, answer_2=a))  # game 1: baseline is A
+        convs.append(render(t, question_1=q["turns"][0], answer_1=a, answer_2=b))  # game 2: model is A
+    judgments = judge_with_attempts(judge, convs, max_judge_tokens, spec.get("number_of_judgment_attempts", 1),
+                                    spec.get("continue_prompt", ""), pattern)  # fmt: skip
     verdicts = [
-        (parse_verdict(judgments[2 * k]), parse_verdict(judgments[2 * k + 1])) for k in range(len(questions))
+        (parse_verdict(judgments[2 * k], pattern), parse_verdict(judgments[2 * k + 1], pattern))
+        for k in range(len(questions))
     ]
-    battles = judge_scores.arena_hard_battles(verdicts, model, baseline)
+    battles = judge_scores.arena_hard_battles(verdicts, model, baseline, weight=spec.get("weight", 3))
     scores = judge_scores.arena_hard_scores(battles, model, baseline, num_rounds=bootstrap_rounds)
     return {**scores, "unparsed": sum(v is None for pair in verdicts for v in pair),
             "per_question": {q["id"]: {"game1": v1, "game2": v2} for q, (v1, v2) in zip(questions, verdicts, strict=True)},

@@ -4,9 +4,12 @@ Table 3's judge scores of one run (the ``judge`` rule, rules/judge.smk).
 Settings come from the profile's ``paper.judge``: the judge model and backend (``vllm`` on GPUs, ``hf`` =
 transformers on any device), the templates file, and per benchmark (``mt_bench``, ``alpaca_eval``,
 ``arena_hard``) its questions (a local file or a hub dataset with ``config`` / ``split``), the judged model's
-sampling (Table 15), the baseline (AlpacaEval: the questions' ``output``; Arena-Hard: ``baseline_answers``) and an
-optional ``limit`` (first n questions; tiny worlds only). The judged model answers first and is freed, then the
-judge model loads. Writes ``<out>`` (scores, small) and ``<out stem>.samples.json`` (answers, judgments,
+sampling (Table 15), the baseline (AlpacaEval: the questions' ``output``; Arena-Hard: ``baseline_answers``),
+MT-Bench's ``reference_answers`` (FastChat's ``reference_answer/gpt-4.jsonl``, vendored as
+``psftlib/eval/mt_bench_reference_gpt-4.jsonl``; without it, the questions' own ``reference`` field) and an
+optional ``limit`` (first n questions; tiny worlds only). The judge's token budget per benchmark is the upstream
+one (the templates' ``max_tokens``: FastChat 2048, arena-hard-auto 4096), capped by ``paper.judge.max_judge_tokens``.
+The judged model answers first and is freed, then the judge model loads. Writes ``<out>`` (scores, small) and ``<out stem>.samples.json`` (answers, judgments,
 AlpacaEval annotations)."""
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ def questions_of(bench: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
             )
         for q in qs:
             q["baseline"] = answers[q["id"]]
+    elif bench == "mt_bench" and spec.get("reference_answers"):
+        refs = judge.read_answer_turns(Path(ROOT, spec["reference_answers"]))
+        for q in qs:  # FastChat judges against these only (its question file's "reference" field is unused)
+            q["reference"] = refs.get(q["id"])
     elif bench == "alpaca_eval" and any(q["baseline"] is None for q in qs):
         raise judge.JudgeError(f"{spec['questions']}: AlpacaEval rows need the baseline's 'output'")
     return qs
@@ -90,11 +97,11 @@ def judge_run(profile: str, run: str, checkpoint: str, out: str | Path) -> dict[
                for b, s in benches.items()}  # fmt: skip
     _free(model)
     judge_chat = _chat(spec["model"], spec, seed)
-    max_tokens = spec.get("max_judge_tokens", 4096)
+    cap = spec.get("max_judge_tokens", 4096)
     scores: dict[str, Any] = {}
     if "mt_bench" in benches:
         scores["mt_bench"] = judge.mt_bench(judge_chat, questions["mt_bench"], answers["mt_bench"], templates,
-                                            max_judge_tokens=max_tokens)  # fmt: skip
+                                            max_judge_tokens=min(cap, templates["mt_bench"].get("max_tokens", cap)))  # fmt: skip
     if "alpaca_eval" in benches:
         qs = questions["alpaca_eval"]
         scores["alpaca_eval"] = judge.alpaca_eval(judge_chat, qs, [a[0] for a in answers["alpaca_eval"]],
@@ -104,7 +111,8 @@ def judge_run(profile: str, run: str, checkpoint: str, out: str | Path) -> dict[
     if "arena_hard" in benches:
         qs = questions["arena_hard"]
         scores["arena_hard"] = judge.arena_hard(judge_chat, qs, [a[0] for a in answers["arena_hard"]],
-                                                [q["baseline"] for q in qs], templates, max_tokens, model=run,
+                                                [q["baseline"] for q in qs], templates,
+                                                min(cap, templates["arena_hard"].get("max_tokens", cap)), model=run,
                                                 baseline=benches["arena_hard"].get("baseline", "gpt-4-0314"),
                                                 bootstrap_rounds=benches["arena_hard"].get("bootstrap_rounds", 100))  # fmt: skip
     _free(judge_chat)

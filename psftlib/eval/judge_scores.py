@@ -6,12 +6,15 @@
   AlpacaEval's shape. It downloads its precomputed ``df_gamed.csv`` from the hub dataset ``tatsu-lab/alpaca_eval``
   (network or the HF cache), so the instruction ``index`` of every annotation must be its position in AlpacaEval's
   805-instruction evaluation set.
-- **Arena-Hard WR**: arena-hard-auto v0.1's ``show_result.py`` (lmarena/arena-hard-auto): each game becomes a
-  battle baseline (model_a) vs model (model_b), a strong verdict (``>>``) counts ``weight = 3`` times, a game
-  without a verdict is dropped; Bradley-Terry by ``compute_mle_elo`` (unpenalised logistic regression on
-  duplicated battles, a tie = one win each, scale 400, base 10, the baseline anchored at 1000); 100 bootstrap
-  rounds over battles (``np.random.seed(42)``) for the 2.5 / 97.5 percentile interval; the win rate against
-  the baseline is ``predict_win_rate`` of those ratings, in %.
+- **Arena-Hard WR**: arena-hard-auto v0.1's ``show_result.py`` and ``utils_math.py`` (lmarena/arena-hard-auto at
+  3071ef95d913bb5cd632641db336a3b6c7fe4bdd, the last v0.1 layout): each game becomes a battle baseline (model_a)
+  vs model (model_b) (``get_battles_from_row``: only ``A=B`` is a tie; ``B=A``, other labels and games without a
+  verdict are dropped), a strong verdict (``>>``) counts ``weight = 3`` times; Bradley-Terry by ``compute_mle_elo``
+  (unpenalised logistic regression on duplicated battles, a tie = one win each, scale 400, base 10, the baseline
+  anchored at 1000); 100 bootstrap rounds over battles (``np.random.seed(42)``), the interval the 2.5 / 97.5
+  percentiles of the bootstrap ratings; score and bounds become win rates against the baseline
+  (``get_win_rate_column``), in %. Upstream fits every judged model in one frame; here each run alone (with
+  only baseline battles the model's rating is the same, the bootstrap draws differ).
 - **MT-Bench**: FastChat ``fastchat/llm_judge/show_result.py`` (``display_result_single``): the mean 1-10 rating
   per turn over the judgments that parsed (FastChat writes -1 for the others and drops them).
 """
@@ -30,10 +33,10 @@ import numpy as np
 import pandas as pd
 
 ARENA_BASELINE = "gpt-4-0314"  # arena-hard-auto v0.1's anchor model
-# verdict label -> (winner, weight) of a game where the judge saw the baseline as A (game 1) / the model as A (game 2)
+# verdict label -> winner of a game where the judge saw the baseline as A (game 1) / the model as A (game 2);
+# show_result.py get_battles_from_row: any other label (B=A included) gives no battle
 _GAME1 = {
     "A=B": "tie",
-    "B=A": "tie",
     "A>B": "model_a",
     "A>>B": "model_a",
     "B>A": "model_b",
@@ -41,7 +44,6 @@ _GAME1 = {
 }
 _GAME2 = {
     "A=B": "tie",
-    "B=A": "tie",
     "A>B": "model_b",
     "A>>B": "model_b",
     "B>A": "model_a",
@@ -176,18 +178,20 @@ def predict_win_rate(elo_model: float, elo_baseline: float, scale: float = 400, 
 def arena_hard_scores(battles: pd.DataFrame, model: str, baseline: str = ARENA_BASELINE, num_rounds: int = 100,
                       seed: int = 42) -> dict[str, Any]:  # fmt: skip
     """Arena-Hard win rate (%) of ``model`` against ``baseline`` with its bootstrap 95% interval (arena-hard-auto
-    v0.1: point = the fit on all battles, interval = 2.5 / 97.5 percentiles of ``num_rounds`` resampled fits)."""
+    v0.1: point = the fit on all battles, bounds = 2.5 / 97.5 percentiles of ``num_rounds`` resampled fits' ratings,
+    each turned into a win rate against the baseline, anchored at 1000)."""
     if battles.empty:
         return {"win_rate": None, "ci_low": None, "ci_high": None, "battles": 0}
     elo = compute_mle_elo(battles, baseline=baseline)
     rng = np.random.RandomState(seed)
     boot = [compute_mle_elo(battles.sample(frac=1.0, replace=True, random_state=rng), baseline=baseline)
             for _ in range(num_rounds)]  # fmt: skip
-    rates = np.array(
-        [100 * predict_win_rate(b.get(model, -math.inf), b.get(baseline, math.inf)) for b in boot]
-    )
+    # the model's rating with the baseline at 1000; a one-sided resample's +-inf is clipped to a rating whose win
+    # rate rounds to 100 / 0 % (upstream's unpenalised fit diverges to a huge finite one), so percentiles interpolate
+    ratings = np.clip([b[model] - b[baseline] + 1000.0 for b in boot], -1e5, 1e5)
+    low, high = (float(np.percentile(ratings, q)) for q in (2.5, 97.5))
     return {"win_rate": 100 * predict_win_rate(elo[model], elo[baseline]),
-            "ci_low": float(np.percentile(rates, 2.5)), "ci_high": float(np.percentile(rates, 97.5)),
+            "ci_low": 100 * predict_win_rate(low, 1000.0), "ci_high": 100 * predict_win_rate(high, 1000.0),
             "battles": len(battles), "bootstrap_rounds": num_rounds}  # fmt: skip
 
 
