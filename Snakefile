@@ -78,7 +78,7 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     run="|".join(map(re.escape, P.runs)),
-    cold="|".join(map(re.escape, P.runs)),
+    cold="|".join(map(re.escape, P.runs + (P.base_runs if P["world"]["kind"] == "hub" else []))),
 
 
 if REDRAW:
@@ -94,7 +94,7 @@ rule all:
     input:
         REPORTED,
         REPORT,
-        [] if REDRAW else expand(f"{EVALS}/{{run}}/{{task_set}}.json", run=ALL_RUNS, task_set=FINAL_SETS),
+        [] if REDRAW else [f"{EVALS}/{run}/{task_set}.json" for run, task_set in P.evaluations(ALL_RUNS)],
 
 
 # ---- compute ---------------------------------------------------------------------------------------------

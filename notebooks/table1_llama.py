@@ -22,7 +22,12 @@
 # %% tags=["parameters"]
 profile: str = "paper"  # config/<profile>.yaml (this experiment exists in the paper profile only)
 publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
-runs: list = ["llama_sft", "llama_sft_kl", "llama_psft"]  # figures.table1_llama.runs
+runs: list = [
+    "llama_base",
+    "llama_sft",
+    "llama_sft_kl",
+    "llama_psft",
+]  # figures.table1_llama.runs (base first)
 
 # %%
 from psftlib.config import load_profile
@@ -33,7 +38,9 @@ from psftlib.report.task_tables import paper_rows, percent_markdown, task_table
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 prof = load_profile(profile)
 task_sets = [s for s in ("in_domain", "out_of_domain", "ifeval") if s in prof.task_sets]
-models = sorted({prof.run_source(r)["model_id"] for r in runs})
+models = sorted(
+    {prof.base_model_id(r) if r in prof.base_runs else prof.run_source(r)["model_id"] for r in runs}
+)
 paper_model = "Llama3.1-8B-Instruct"  # as results/paper/table1_sft_main.csv names it
 
 # %%
@@ -41,8 +48,8 @@ ours = task_table(profile, runs, task_sets)
 lines = ["# Table 1: the Llama-3.1-8B-Instruct rows", "",
          f"## This run (profile `{profile}`: {', '.join(f'`{m}`' for m in models)}; task sets "
          f"{', '.join(f'`{s}`' for s in task_sets)})", "",
-         "No base row: the profile evaluates one base model (`paper.base_model`); the paper's Llama base and PSFT "
-         "with warm-up columns have no run here.", "",
+         "The base row is the untrained model (`paper.base_models`); the paper's PSFT with warm-up column has no Llama "
+         "run here.", "",
          percent_markdown(ours), "", *paper_rows("table1_sft_main", "Table 1", model=paper_model)]  # fmt: skip
 write_table(outputs, "table1_llama", lines, ours)
 print("\n".join(lines[:10]))

@@ -24,7 +24,11 @@
 # %% tags=["parameters"]
 profile: str = "paper"  # config/<profile>.yaml (this experiment exists in the paper profile only)
 publish: bool = False  # True (the pipeline): write the committed figures and tables; False: under scratch/
-runs: list = ["vlm_sft", "vlm_psft"]  # the SFT-stage runs (figures.table4_vlm.runs); their +grpo runs follow
+runs: list = [
+    "vlm_base",
+    "vlm_sft",
+    "vlm_psft",
+]  # the base VLM and the SFT-stage runs (figures.table4_vlm.runs); their +grpo runs follow
 
 # %%
 import pandas as pd
@@ -45,10 +49,8 @@ from psftlib.report.task_tables import (
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 prof = load_profile(profile)
 grpo_runs = [f"{r}+grpo" for r in runs if f"{r}+grpo" in prof.post_runs]
-sources = (prof.data.get("paper") or {}).get("run_sources", {})
-grpo_data = {
-    r: (sources.get(r, {}).get("grpo") or {}).get("dataset", "the grpo stage's dataset") for r in runs
-}
+trained = [r for r in runs if r not in prof.base_runs]  # the base model has no training logs
+grpo_data = {r: prof.post_stage("grpo", r)[1].stem for r in runs}  # each cold start's GRPO prompts
 # App. C.7.4 (i) and (ii): the math sets, MMLU / MMLU-Pro (those the profile has: a tiny world keeps our tasks only)
 TEXT_SETS = [s for s in ("in_domain", "vlm_text_ood") if s in prof.task_sets]
 IMAGE_SETS = [
@@ -67,7 +69,7 @@ print(
 # %%
 fig, axes = new_figure(3, width=4.2, height=3.6)
 plot_runs(
-    axes[0][0], profile, runs, lambda r: per_train_batch(run_metrics(profile, r), ["entropy"])["entropy"]
+    axes[0][0], profile, trained, lambda r: per_train_batch(run_metrics(profile, r), ["entropy"])["entropy"]
 )
 axes[0][0].set(xlabel=STEP, ylabel=ENTROPY, title="(a) entropy, SFT stage (text only)")
 if grpo_runs:
@@ -82,14 +84,13 @@ finish(fig, axes, "Figure 9: PSFT on Qwen2.5-VL, then GRPO")
 written = save_figure(fig, outputs.figures / "fig9_vlm")
 
 # %% [markdown]
-# Table 4: the text benchmarks after the SFT stage (and, ours, after GRPO). The paper's `Base` row is the VLM before
-# fine-tuning; the profile's `base` evaluation is `paper.models[paper.base_model]`, a text model, so it is left out.
+# Table 4: the text benchmarks of the base VLM and after the SFT stage (and, ours, after GRPO).
 
 # %%
 text = task_table(profile, evaluated(profile, [*runs, *grpo_runs], TEXT_SETS), TEXT_SETS)
 lines4 = ["# Table 4: the VLM after text-only SFT / PSFT, text benchmarks", "",
           f"## This run (profile `{profile}`: task sets {', '.join(f'`{s}`' for s in TEXT_SETS)})", "",
-          "No base row: the profile evaluates one base model (`paper.base_model`), not the VLM. Rows `+grpo` are ours "
+          "The base row is the untrained VLM (`paper.base_models`). Rows `+grpo` are ours "
           "(after GRPO on " + ", ".join(sorted(set(grpo_data.values()))) + "); the paper's Table 4 has none.", "",
           percent_markdown(text), "", *paper_rows("table4_vlm_text", "Table 4")]  # fmt: skip
 write_table(outputs, "table4_vlm_text", lines4, text)

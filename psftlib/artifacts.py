@@ -112,7 +112,7 @@ class Artifact:
                     if read["task_sets"] == "final"
                     else ["in_domain", "out_of_domain"]
                 )
-                files += [lay.rel(lay.eval(r, s)) for r in runs for s in sets]
+                files += [lay.rel(lay.eval(r, s)) for r in runs for s in sets if s in profile.task_sets_of(r)]
             elif read["kind"] == "judge":
                 # judge scores exist where the profile has paper.judge (rules/judge.smk)
                 judged = bool((profile.data.get("paper") or {}).get("judge"))
@@ -120,7 +120,7 @@ class Artifact:
             elif read["kind"] == "curves":  # hub SFT-stage runs keep no curves (psftlib.train.hub)
                 files += [lay.rel(lay.run(r) / "eval.jsonl") for r in runs if _keeps_curves(profile, r)]
             else:  # a run's tokens.parquet / traces.parquet are written with its metrics.jsonl, which stands for them
-                files += [lay.rel(lay.run(r) / "metrics.jsonl") for r in runs]
+                files += [lay.rel(lay.run(r) / "metrics.jsonl") for r in runs if r not in profile.base_runs]
         return files
 
     def outputs(self, profile: Any) -> dict[str, str]:

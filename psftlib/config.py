@@ -23,6 +23,7 @@ from psftlib.schema import (  # noqa: F401 - re-exported: callers import the sch
     SCHEMA_PATH,
     ConfigError,
     allowed,
+    check_bases_and_task_set_runs,
     check_train_values,
     objective_names,
     problem,
@@ -162,6 +163,25 @@ class Profile:
     def final_task_sets(self) -> list[str]:
         return [t for t in self.task_sets if t != self.curves_task_set]
 
+    @property
+    def task_set_runs(self) -> dict[str, list[str]]:
+        """``eval.task_set_runs``: a task set -> the runs it alone is evaluated on (with their post-training runs)."""
+        return dict((self.data.get("eval") or {}).get("task_set_runs") or {})
+
+    def task_sets_of(self, run: str) -> list[str]:
+        """The final task sets ``run`` is evaluated on: every set not restricted by ``eval.task_set_runs``, and those
+        that name ``run`` or its cold start (``vlm_sft+grpo`` -> ``vlm_sft``); a ``<run>@selected`` checkpoint
+        (Table 1) gets the unrestricted sets."""
+        origin = run.split("+")[0]
+        named = {
+            s for s, runs in self.task_set_runs.items() if origin in runs and not run.endswith("@selected")
+        }
+        return [s for s in self.final_task_sets if s not in self.task_set_runs or s in named]
+
+    def evaluations(self, runs: list[str]) -> list[tuple[str, str]]:
+        """``(run, task set)`` of every final evaluation of ``runs`` (:meth:`task_sets_of`)."""
+        return [(run, s) for run in runs for s in self.task_sets_of(run)]
+
     # ---- run selections the pipeline reads ----
     def with_replicates(self, runs: list[str]) -> list[str]:
         """The runs and their seed replicates (``seed_replicates``), each run followed by its copies."""
@@ -177,9 +197,34 @@ class Profile:
         return [f"{cold}+{stage}" for stage in ("grpo", "dpo") for cold in self.cold_starts(stage)]
 
     @property
+    def base_runs(self) -> list[str]:
+        """The untrained models evaluated as runs: ``base`` (the small world's base model), or a hub profile's
+        ``paper.base_models`` (``base``, ``llama_base``, ``vlm_base``: the paper's "Base" rows, each a model role)."""
+        return list((self.data.get("paper") or {}).get("base_models") or ["base"])
+
+    @property
     def all_runs(self) -> list[str]:
-        """Everything that gets a final evaluation: the base model, every run, every post-training run."""
-        return ["base", *self.runs, *self.post_runs]
+        """Everything that gets a final evaluation: the base models, every run, every post-training run."""
+        return [*self.base_runs, *self.runs, *self.post_runs]
+
+    def base_model_id(self, run: str) -> str:
+        """A hub profile's base run (``paper.base_models.<run>``) -> its model's hub id (``paper.models``)."""
+        paper = self.data.get("paper") or {}
+        if run not in (paper.get("base_models") or {}):
+            raise ConfigError(f"{self.path}: paper.base_models.{run}: no such base model")
+        return paper["models"][paper["base_models"][run]["model"]]
+
+    def post_stage(self, stage: str, cold: str) -> tuple[dict[str, Any], Path]:
+        """The settings and the data file of ``<cold>+<stage>``: the profile's ``<stage>`` section (without
+        ``cold_starts``) updated with the cold start's own ``<stage>:`` entry (``paper.run_sources.<cold>`` or
+        ``paper.base_models.<cold>``; §4.4's VLM: Geometry-3k prompts, 5k response tokens), whose ``dataset`` names
+        the data (under ``paper.datasets``) in place of :meth:`post_data`'s."""
+        paper = self.data.get("paper") or {}
+        own = dict(({**(paper.get("run_sources") or {}), **(paper.get("base_models") or {})}.get(cold) or {})
+                   .get(stage) or {})  # fmt: skip
+        dataset = own.pop("dataset", None)
+        section = {k: v for k, v in (self.data.get(stage) or {}).items() if k != "cold_starts"}
+        return {**section, **own}, self.layout.data / f"{dataset}.jsonl" if dataset else self.post_data(stage)
 
     @property
     def calibration_runs(self) -> list[str]:
@@ -266,7 +311,13 @@ def validate_profile(data: Any, source: str) -> None:
     named += [(f"frontier.methods.{method}", runs) for method, runs in frontier.get("methods", {}).items()]
     named += [(f"figures.{fig}.runs", spec.get("runs", [])) for fig, spec in data.get("figures", {}).items()]
     for key, run in ((key, run) for key, runs in named for run in runs if run not in data["runs"]):
-        raise ConfigError(f"{source}: {key}: {run!r} is not defined under runs")
+        if (
+            run not in profile.base_runs
+            or not key.endswith((".cold_starts", ".runs"))
+            or key.startswith("front")
+        ):
+            raise ConfigError(f"{source}: {key}: {run!r} is not defined under runs")
+    check_bases_and_task_set_runs(data, profile.final_task_sets, source)
     if frontier and (ref := frontier["reference"]) not in frontier["methods"]:
         raise ConfigError(f"{source}: frontier.reference: {ref!r} is not one of frontier.methods")
 

@@ -33,6 +33,38 @@ def check_train_values(values: dict[str, Any], source: str) -> None:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
 
 
+def check_bases_and_task_set_runs(data: dict[str, Any], final_task_sets: list[str], source: str) -> None:
+    """Cross-field checks of a profile mapping: ``paper.base_models`` name model roles (and no run);
+    ``eval.task_set_runs`` name final task sets and runs or base models."""
+    paper, runs = data.get("paper") or {}, list(data["runs"])
+    bases = list(paper.get("base_models") or ["base"])
+    for name, spec in (paper.get("base_models") or {}).items():
+        if name in runs:
+            raise ConfigError(
+                f"{source}: paper.base_models.{name}: also a run under runs; give it another name"
+            )
+        if spec["model"] not in paper["models"]:
+            raise ConfigError(
+                f"{source}: paper.base_models.{name}.model: {spec['model']!r} is not under paper.models"
+            )
+        if (dataset := (spec.get("grpo") or {}).get("dataset")) and dataset not in paper["datasets"]:
+            raise ConfigError(
+                f"{source}: paper.base_models.{name}.grpo.dataset: {dataset!r} is not under paper.datasets"
+            )
+    restricted = (data.get("eval") or {}).get("task_set_runs") or {}
+    if restricted and data["world"]["kind"] != "hub":
+        raise ConfigError(f"{source}: eval.task_set_runs: hub profiles only (rules/hub.smk's eval_only)")
+    for task_set, named in restricted.items():
+        if task_set not in final_task_sets:
+            raise ConfigError(
+                f"{source}: eval.task_set_runs.{task_set}: not a final task set ({final_task_sets})"
+            )
+        for run in (r for r in named if r not in [*bases, *runs]):
+            raise ConfigError(
+                f"{source}: eval.task_set_runs.{task_set}: {run!r} is neither a run nor a base model ({bases})"
+            )
+
+
 @functools.lru_cache(maxsize=4096)  # a profile's runs share most values; a check costs ~1 ms
 def _train_problems(items: tuple[tuple[str, type, Any], ...]) -> list[str]:
     values = {key: value for key, _, value in items}

@@ -15,6 +15,18 @@ def post_data(stage):
     return LAY.rel(P.post_data(stage))
 
 
+def eval_checkpoint(run):
+    """The checkpoint folder an evaluation (or a post-training run) of ``run`` reads; none for a hub base model."""
+    if run in P.base_runs and P["world"]["kind"] == "hub":
+        return []
+    return f"{RUNS}/{selected_of(run)}/selected" if selected_of(run) else f"{RUNS}/{run}/checkpoint"
+
+
+def eval_model(run):
+    """What ``python -m psftlib.eval --checkpoint`` gets for ``run``: a hub base model's id, else its checkpoint."""
+    return P.base_model_id(run) if run in P.base_runs and P["world"]["kind"] == "hub" else eval_checkpoint(run)
+
+
 def selected_of(run):
     """``<run>`` for an evaluation of ``<run>@selected`` (Table 1's selected checkpoint), else None."""
     return run.removesuffix("@selected") if run.endswith("@selected") else None

@@ -15,6 +15,7 @@ HUB_DATASETS = sorted(PAPER["datasets"])
 # Figure 3's curves and Table 1's selection: with eval.during_training on, each run also writes eval.jsonl and its
 # selected checkpoint, evaluated as <run>@selected (psftlib.train.hub: under FSDP on rank 0, the model gathered)
 CURVES = bool((P["eval"].get("during_training") or {}).get("every_train_batches"))
+COMMON_SETS = [s for s in FINAL_SETS if s not in P.task_set_runs]  # every run's (rule eval); the others: eval_only
 
 
 rule world:
@@ -74,14 +75,14 @@ rule grpo:
     """GRPO (TRL + vLLM generation, the paper's DAPO settings) from a cold-start run: Figure 5, Table 2."""
     input:
         src=sources("psftlib.post.__main__"),
-        prompts=post_data("grpo"),
-        checkpoint=f"{RUNS}/{{cold}}/checkpoint",
+        prompts=lambda wc: LAY.rel(P.post_stage("grpo", wc.cold)[1]),
+        checkpoint=lambda wc: eval_checkpoint(wc.cold),
     output:
         metrics=f"{RUNS}/{{cold}}+grpo/metrics.jsonl",
         evals=f"{RUNS}/{{cold}}+grpo/eval.jsonl",
         checkpoint=directory(f"{RUNS}/{{cold}}+grpo/checkpoint"),
     params:
-        slice=lambda wc: json.dumps({"grpo": P.data.get("grpo")}, sort_keys=True),
+        slice=lambda wc: json.dumps({"grpo": P.post_stage("grpo", wc.cold)[0]}, sort_keys=True),
         profile=P.name,
         accelerate=ACCELERATE,
         gpus=PROCESSES,
@@ -129,27 +130,25 @@ rule dpo:
 
 
 rule eval:
-    """The final task sets on a finished run (or a run's base model: run=base; or the checkpoint its in-domain curve
-    selects: run=<run>@selected, Table 1) with lm-eval on vLLM, one GPU."""
+    """The final task sets every run gets, on a finished run (or a base model, paper.base_models; or the checkpoint
+    its in-domain curve selects: run=<run>@selected, Table 1) with lm-eval on vLLM, one GPU."""
     input:
         src=sources("psftlib.eval.__main__"),
-        checkpoint=lambda wc: [] if wc.run == "base" else f"{RUNS}/{selected_of(wc.run)}/selected"
-        if selected_of(wc.run) else f"{RUNS}/{wc.run}/checkpoint",
+        checkpoint=lambda wc: eval_checkpoint(wc.run),
         # a selected checkpoint that is the final one reuses the final evaluation (psftlib.eval.reuse_final_eval)
-        final_eval=lambda wc: [f"{EVALS}/{selected_of(wc.run)}/{s}.json" for s in FINAL_SETS] if selected_of(wc.run)
+        final_eval=lambda wc: [f"{EVALS}/{selected_of(wc.run)}/{s}.json" for s in COMMON_SETS] if selected_of(wc.run)
         else [],
     output:
-        scores=[f"{EVALS}/{{run}}/{task_set}.json" for task_set in FINAL_SETS],
-        samples=[f"{EVALS}/{{run}}/{task_set}.samples.jsonl" for task_set in FINAL_SETS],
+        scores=[f"{EVALS}/{{run}}/{task_set}.json" for task_set in COMMON_SETS],
+        samples=[f"{EVALS}/{{run}}/{task_set}.samples.jsonl" for task_set in COMMON_SETS],
     wildcard_constraints:
         run="|".join(map(re.escape, ALL_RUNS + SELECTED)),
     params:
         slice=slice_of("eval"),
         profile=P.name,
-        sets=FINAL_SETS,
+        sets=COMMON_SETS,
         out_dir=lambda wc: f"{EVALS}/{wc.run}",
-        model=lambda wc: PAPER["models"][PAPER.get("base_model", "qwen25_7b")] if wc.run == "base"
-        else f"{RUNS}/{selected_of(wc.run)}/selected" if selected_of(wc.run) else f"{RUNS}/{wc.run}/checkpoint",
+        model=lambda wc: eval_model(wc.run),
         reuse=lambda wc: f"--reuse-final {EVALS}/{selected_of(wc.run)}" if selected_of(wc.run) else "",
     log:
         f"{LOGS}/eval_{{run}}.log",
@@ -163,3 +162,36 @@ rule eval:
     shell:
         "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {params.sets:q} "
         "--out-dir {params.out_dir} {params.reuse} > {log} 2>&1"
+
+
+if P.task_set_runs:
+
+    rule eval_only:
+        """A task set evaluated on some runs only (eval.task_set_runs: §4.4's VLM sets, App. C.6's code set), one job per
+        run and set, as rule eval does."""
+        input:
+            src=sources("psftlib.eval.__main__"),
+            checkpoint=lambda wc: eval_checkpoint(wc.run),
+        output:
+            scores=f"{EVALS}/{{run}}/{{task_set}}.json",
+            samples=f"{EVALS}/{{run}}/{{task_set}}.samples.jsonl",
+        wildcard_constraints:
+            run="|".join(map(re.escape, ALL_RUNS)),
+            task_set="|".join(map(re.escape, P.task_set_runs)),
+        params:
+            slice=slice_of("eval"),
+            profile=P.name,
+            out_dir=lambda wc: f"{EVALS}/{wc.run}",
+            model=lambda wc: eval_model(wc.run),
+        log:
+            f"{LOGS}/eval_{{run}}_{{task_set}}.log",
+        benchmark:
+            f"{BENCH}/eval_{{run}}_{{task_set}}.tsv"
+        threads: P["threads"]
+        resources:
+            gpu=GPUS.get("eval", 1),
+        conda:
+            "../environment.gpu.lock.yml"
+        shell:
+            "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {wildcards.task_set} "
+            "--out-dir {params.out_dir} > {log} 2>&1"

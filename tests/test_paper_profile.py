@@ -31,6 +31,55 @@ def test_paper_profile_validates_against_the_schema():
         prof.run_config(run)
 
 
+def test_base_models_and_restricted_task_sets_are_checked_and_resolved():
+    import copy
+
+    from psftlib.config import ConfigError, validate_profile
+
+    prof = load_profile("paper")
+    assert prof.base_runs == ["base", "llama_base", "vlm_base"] and prof.all_runs[:3] == prof.base_runs
+    assert prof.base_model_id("vlm_base") == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert "vlm_text_ood" in prof.task_sets_of("vlm_psft+grpo") and "vlm_text_ood" not in prof.task_sets_of(
+        "psft"
+    )
+    assert "vlm_text_ood" not in prof.task_sets_of("vlm_psft@selected")
+    settings, data = prof.post_stage("grpo", "vlm_base")  # the cold start's own grpo updates (§4.4)
+    assert data.name == "geometry3k.jsonl" and settings["max_completion_length"] == 5120
+    assert "cold_starts" not in settings and "dataset" not in settings
+    settings, data = prof.post_stage("grpo", "sft")
+    assert (
+        data.name == "dapo_math_17k.jsonl"
+        and settings["max_completion_length"] == PAPER["grpo"]["max_completion_length"]
+    )
+    bad = [
+        (
+            ("paper", "base_models", "vlm_base", "model"),
+            "no_such_role",
+            "paper.base_models.vlm_base.model: 'no_such_role'",
+        ),
+        (
+            ("eval", "task_set_runs", "vlm_text_ood"),
+            ["vlm_base", "nope"],
+            "eval.task_set_runs.vlm_text_ood: 'nope'",
+        ),
+        (("eval", "task_set_runs", "curves"), ["sft"], "eval.task_set_runs.curves: not a final task set"),
+        (("paper", "base_models", "psft"), {"model": "qwen25_7b"}, "paper.base_models.psft: also a run"),
+        (("grpo", "cold_starts"), ["llama_base", "nope"], "grpo.cold_starts: 'nope' is not defined"),
+    ]
+    for path, value, message in bad:
+        data = copy.deepcopy(PAPER)
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_profile(data, "config/paper.yaml")
+    mini = yaml.safe_load((ROOT / "config" / "mini.yaml").read_text())
+    mini["eval"]["task_set_runs"] = {"in_domain": ["sft"]}
+    with pytest.raises(ConfigError, match="eval.task_set_runs: hub profiles only"):
+        validate_profile(mini, "config/mini.yaml")
+
+
 def _profile() -> Profile:
     return Profile(name="paper", path=Path("config/paper.yaml"), data=PAPER)
 
@@ -416,8 +465,24 @@ def test_paper_dag_dry_run_lists_every_table_and_figure_rule():
                  "table2_grpo", "table3_dpo"):  # fmt: skip
         assert rule in counts, f"{rule} missing from the paper DAG: {sorted(counts)}"
     assert int(counts["train"]) == len(prof.runs)
-    assert int(counts["world"]) == len({s["data"] for s in PAPER["paper"]["run_sources"].values()} |
-                                       {"dapo_math_17k", "ultrafeedback_prefs"})  # fmt: skip
+    post_data = {
+        prof.post_stage(stage, cold)[1].stem for stage in ("grpo", "dpo") for cold in prof.cold_starts(stage)
+    }
+    assert "geometry3k" in post_data  # §4.4: the VLM's GRPO reads Geometry-3k (paper.run_sources.<run>.grpo)
+    assert int(counts["world"]) == len(
+        {s["data"] for s in PAPER["paper"]["run_sources"].values()} | post_data
+    )
+    # every run gets the common task sets; a restricted set (eval.task_set_runs) only its runs and their post runs
+    assert int(counts["eval"]) == len(prof.all_runs) + len(prof.selected_runs)
+    restricted = [(r, s) for r, s in prof.evaluations(prof.all_runs) if s in prof.task_set_runs]
+    assert int(counts["eval_only"]) == len(restricted) > 0
+    assert ("vlm_base", "vlm_text_ood") in restricted and ("vlm_base+grpo", "vlm_text_ood") in restricted
+    assert not [r for r, s in restricted if not r.startswith("vlm_")]
+    assert (
+        "--checkpoint Qwen/Qwen2.5-VL-7B-Instruct --task-sets vlm_text_ood --out-dir results/eval/paper/vlm_base"
+        in res.stdout
+    )  # a base model is evaluated by its hub id
+    assert "--stage grpo --cold-start vlm_base" in res.stdout  # Table 5's "Base -> GRPO"
     lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", "config/paper.yaml"],
                           cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -445,6 +510,7 @@ def test_hub_run_trains_a_local_model_on_loaded_data(tmp_path):
     data["train"].update(train_batch_size=2, mini_batch_size=1, micro_batch_size=1, epochs=1.0, bf16=False,
                          gradient_checkpointing=False, max_length=None)  # fmt: skip
     data["runs"] = {"psft": data["runs"]["psft"]}  # the others' own batch sizes do not fit two examples
+    data["eval"].pop("task_set_runs")  # it names the VLM runs, gone here
     data["figures"], data["grpo"]["cold_starts"], data["dpo"]["cold_starts"] = {}, [], []
     data["eval"]["during_training"]["every_train_batches"] = (
         0  # no curves: they need the paper's tasks on vLLM
@@ -515,8 +581,10 @@ def test_paper_dag_builds_the_vlm_moe_code_and_llama_tables_only_in_the_paper_pr
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", res.stdout[res.stdout.index("Job stats:") :], flags=re.M))
     assert all(stats.get(rule) == "1" for rule in new), stats
     prof = load_profile("paper")
-    runs = [r for name in new for r in prof.figure_runs(name)]
-    assert int(stats["train"]) == len(runs) and int(stats["grpo"]) == 2  # vlm_sft+grpo, vlm_psft+grpo
+    runs = [r for name in new for r in prof.figure_runs(name) if r not in prof.base_runs]
+    assert (
+        int(stats["train"]) == len(runs) and int(stats["grpo"]) == 3
+    )  # vlm_base+grpo, vlm_sft+grpo, vlm_psft+grpo
     for run in runs:
         assert f"-m psftlib.train.hub --profile paper --run {run} " in res.stdout, run
     assert "vlm_psft+grpo/metrics.jsonl" in res.stdout and "vlm_psft+grpo/eval.jsonl" in res.stdout

@@ -59,7 +59,7 @@ def _fake_results(root, runs: list[str], profile: str = "paper") -> None:
         (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
         evals = root / "results" / "eval" / profile / run
         evals.mkdir(parents=True)
-        for task_set in prof.final_task_sets:
+        for task_set in prof.task_sets_of(run):
             tasks = prof.task_sets[task_set]
             (evals / f"{task_set}.json").write_text(
                 json.dumps({"tasks": tasks, "scores": _scores(tasks, rng)})
@@ -99,7 +99,14 @@ def test_paper_only_notebooks_draw_their_tables_and_figures_from_fake_results(tm
     assert text.loc["vlm_psft", "mmlu"] == pytest.approx(
         (30 * scores["mmlu_law"]["avg_at_k"] + 10 * scores["mmlu_art"]["avg_at_k"]) / 40, rel=1e-5
     )
-    assert list(text.index) == ["vlm_sft", "vlm_psft", "vlm_sft+grpo", "vlm_psft+grpo"]
+    assert list(text.index) == [
+        "vlm_base",
+        "vlm_sft",
+        "vlm_psft",
+        "vlm_base+grpo",
+        "vlm_sft+grpo",
+        "vlm_psft+grpo",
+    ]
     md = (tables / "table4_vlm_text.md").read_text()
     assert (
         f"{100 * text.loc['vlm_psft', 'mmlu']:.2f}" in md and "| psft | 9.27 |" in md
@@ -110,6 +117,10 @@ def test_paper_only_notebooks_draw_their_tables_and_figures_from_fake_results(tm
     assert "Qwen3-30B-A3B" in moe and "88.52" in moe  # the paper's PSFT IFEval beside ours
     llama = (tables / "table1_llama.md").read_text()
     assert "Llama3.1-8B-Instruct" in llama and "Qwen2.5-7B-Instruct, Table 1" not in llama
+    assert list(pd.read_csv(tables / "table1_llama.csv", index_col="run").index) == prof.figure_runs(
+        "table1_llama"
+    )
+    assert prof.figure_runs("table1_llama")[0] == "llama_base"  # the paper's Llama "Base" row
     code = pd.read_csv(tables / "table_c6_code.csv", index_col="run")
     assert list(code.index) == [
         "base",

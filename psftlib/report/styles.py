@@ -190,7 +190,11 @@ def style_table(profile: str | Profile) -> dict[str, Style]:
     fallback = iter(FALLBACK * 4)
     colors = {m: METHODS[m][1] if m in METHODS else next(fallback) for m in dict.fromkeys(methods.values())}
 
-    table: dict[str, Style] = {"base": Style(BASE_COLOR, ":", "base model", "base")}
+    bases = (prof.data.get("paper") or {}).get("base_models") or {
+        "base": {}
+    }  # the "Base" rows of a hub profile
+    table: dict[str, Style] = {b: Style(BASE_COLOR, ":", "base model" if b == "base" else f"base model ({spec['model']})",
+                                        "base") for b, spec in bases.items()}  # fmt: skip
     for m, color in colors.items():
         runs = [r for r in primary if methods[r] == m]
         # within a method: against its own reference run (the run named after it) where there is one
