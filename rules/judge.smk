@@ -12,6 +12,7 @@ rule judge:
     input:
         src=sources("psftlib.eval.judge_run"),
         templates=JUDGE.get("templates", "psftlib/eval/judge_templates.yaml"),
+        references=[b["reference_answers"] for b in JUDGE.get("benchmarks", {}).values() if b.get("reference_answers")],
         checkpoint=f"{RUNS}/{{run}}/checkpoint",
     output:
         scores=f"{EVALS}/{{run}}/judge.json",
