@@ -85,3 +85,21 @@ def process_results_skill(doc: dict, results: list) -> dict[str, float]:
     responses = results[0] if not isinstance(results[0], str) else [results[0]]
     correct = [int(check_skill(doc, r)) for r in responses]
     return {"avg_at_k": sum(correct) / len(correct), "pass_at_k": float(any(correct))}
+
+
+# ---- LiveCodeBench (App. C.6): generated programs run against the problem's tests (psftlib.eval.code_exec) -------
+
+
+def docs_livecodebench(dataset):  # lighteval/code_generation_lite (LCB's hub schema): the chat prompt, the id
+    from psftlib.eval.code_exec import lcb_prompt, require_code_eval
+
+    require_code_eval()  # before any generation: scoring would refuse anyway
+    return dataset.map(lambda doc: {"problem": lcb_prompt(doc["question_content"], doc["starter_code"]),
+                                    "id": doc["question_id"]})  # fmt: skip
+
+
+def process_results_code(doc: dict, results: list) -> dict[str, float]:
+    from psftlib.eval.code_exec import problem_tests, score_code_responses
+
+    responses = results[0] if not isinstance(results[0], str) else [results[0]]
+    return score_code_responses(responses, problem_tests(doc))
