@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import torch
 
 LOCK_NAME = ".lock"
+
+# How long a rank waits in a collective (a barrier) before the job fails: the other ranks wait while rank 0 runs the
+# in-training evaluation. The paper's (eval.during_training: AIME-24's 30 + GPQA-Diamond's 198 problems, 32 samples
+# each, <= 10,240 tokens) is 7,296 generations, <= 74.7 M tokens, on rank 0's GPU alone; at ~2,000 tokens/s (vLLM,
+# a 7-8B model, ~30 sequences in the KV cache its 20% share of a 141 GB GPU leaves) ~3.5 h at typical lengths (~6k
+# AIME, ~3k GPQA tokens), ~10.4 h if every sample ran to the limit. torch.distributed's default, 30 min, would stop
+# the job; 12 h covers both (an estimate, not a measurement: paper.launcher.process_group_timeout_s changes it).
+DEFAULT_PROCESS_GROUP_TIMEOUT_S = 12 * 3600
+_process_group_timeout_s: float = DEFAULT_PROCESS_GROUP_TIMEOUT_S
 
 
 def set_threads(n: int | None = None) -> int:
@@ -27,11 +38,35 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def set_process_group_timeout(profile_data: Mapping[str, Any] | None = None) -> timedelta:
+    """Take this process's collective timeout from a profile (``paper.launcher.process_group_timeout_s``; else
+    :data:`DEFAULT_PROCESS_GROUP_TIMEOUT_S`) for the process group created next (:func:`init_distributed`, or the
+    TRL trainers' through ``psftlib.post.common.device_args``); returns it."""
+    global _process_group_timeout_s
+    launcher = ((profile_data or {}).get("paper") or {}).get("launcher") or {}
+    seconds = launcher.get("process_group_timeout_s")
+    seconds = DEFAULT_PROCESS_GROUP_TIMEOUT_S if seconds is None else seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+        raise ValueError(
+            f"paper.launcher.process_group_timeout_s: {seconds!r} is not a positive number of seconds"
+        )
+    _process_group_timeout_s = float(seconds)
+    return process_group_timeout()
+
+
+def process_group_timeout() -> timedelta:
+    """How long a collective (a barrier while rank 0 evaluates) may wait: :func:`set_process_group_timeout`'s."""
+    return timedelta(seconds=_process_group_timeout_s)
+
+
 def init_distributed() -> None:
     """Join the process group ``accelerate launch`` / torchrun describe in the environment (RANK, WORLD_SIZE,
-    MASTER_ADDR ...), when there is more than one process and no group yet."""
+    MASTER_ADDR ...), when there is more than one process and no group yet; its collectives wait up to
+    :func:`process_group_timeout`."""
     if launched_processes() > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group(
+            "nccl" if torch.cuda.is_available() else "gloo", timeout=process_group_timeout()
+        )
 
 
 def dist() -> tuple[int, int]:

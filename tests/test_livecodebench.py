@@ -32,7 +32,7 @@ STDIN, CALL = problem_tests(ROWS[0]), problem_tests(ROWS[1])  # A+B (stdin) and 
 
 SUM_OK = "a, b = map(int, input().split())\nprint(a + b)"
 SUM_MAIN = "import sys\ndef main():\n    a, b = map(int, sys.stdin.read().split())\n    print(a + b)\n\nif __name__ == '__main__':\n    main()"  # fmt: skip
-TWO_SUM = "class Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n        for i, x in enumerate(nums):\n            if target - x in seen:\n                return (seen[target - x], i)\n            seen[x] = i"  # fmt: skip
+TWO_SUM = "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n        seen = {}\n        for i, x in enumerate(nums):\n            if target - x in seen:\n                return (seen[target - x], i)\n            seen[x] = i"  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -94,9 +94,15 @@ def test_output_comparison_is_lcbs():
 
 
 @pytest.mark.parametrize("code", [SUM_OK, SUM_MAIN, "a, b = map(int, open(0).read().split())\nprint(a + b)",
-                                  "import sys\nsys.stdout.write(str(sum(map(int, sys.stdin.buffer.read().split()))))"])  # fmt: skip
+                                  "import sys\nsys.stdout.write(str(sum(map(int, sys.stdin.buffer.read().split()))))",
+                                  "import numpy as np\nprint(np.array(input().split(), dtype=np.int64).sum())"])  # fmt: skip
 def test_a_correct_stdin_program_passes_every_test(code):
     assert run_tests(code, STDIN) == {"results": [True, True, True], "passed": True}
+
+
+def test_a_runtime_error_is_reported():
+    out = run_tests("a, b = map(int, input().split())\nprint(a // (b - b))", STDIN)
+    assert out["results"] == [-4] and out["error"] == "ZeroDivisionError: integer division or modulo by zero"
 
 
 @pytest.mark.parametrize(
@@ -106,7 +112,9 @@ def test_a_correct_stdin_program_passes_every_test(code):
      ("raise ValueError('boom')", -4),  # crash
      ("def f(:\n    pass", -4),  # does not compile
      ("while True:\n    pass", -3),  # time limit
-     ("import os\nos.remove('x')\nprint(3)", -4),  # a disabled function
+     ("import os\nos.remove('x')\nprint(3)", -4),  # disabled: removing files, processes, sockets
+     ("import subprocess\nsubprocess.run(['true'])\nprint(3)", -4),
+     ("import socket\nsocket.create_connection(('127.0.0.1', 9))\nprint(3)", -4),
      ("x = bytearray(8 << 30)\nprint(3)", -4)],  # beyond the memory limit
 )  # fmt: skip
 def test_a_failing_stdin_program_fails(code, code_of_failure):
@@ -179,6 +187,7 @@ def test_task_runs_through_lm_eval_on_the_fixture(smoke_world, tmp_path):
     assert 0.0 <= scores["avg_at_k"] <= scores["pass_at_k"] <= 1.0
     rows = [json.loads(line) for line in (tmp_path / "code.samples.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["abc000_a", "9001"] and "### Question:" in rows[0]["prompt"]
+    assert SYSTEM_MESSAGE in rows[0]["prompt"]  # LCB's system turn (the task's description)
 
 
 def test_the_stand_in_world_serves_the_fixture_under_the_hub_id(tmp_path):

@@ -164,7 +164,7 @@ def run_tests(
         work = Path(tmp) / "work"
         work.mkdir()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(work),
-               "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}  # fmt: skip
+               "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}  # fmt: skip
         proc = subprocess.Popen(
             [sys.executable, "-I", str(RUNNER), str(job), str(result)], cwd=work, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,

@@ -38,6 +38,7 @@ PRELUDE = "".join(f"from {m} import *\n" for m in PRELUDE_MODULES) + "".join(
 )
 WRONG, TIME_LIMIT, RUNTIME_ERROR = -2, -3, -4
 _OPEN = io.open  # the real open: builtins.open is replaced while a program runs
+_ERRORS: list[str] = []  # the program's exceptions, for the result's "error"
 
 
 class _Timeout(BaseException):  # BaseException: a program's `except Exception` cannot swallow it
@@ -75,7 +76,7 @@ def guard() -> None:
 
     for name in ("kill", "killpg", "system", "fork", "forkpty", "execv", "execve", "execvp", "spawnv", "popen",
                  "remove", "unlink", "rmdir", "removedirs", "rename", "renames", "replace", "truncate", "chmod",
-                 "chown", "setuid", "putenv"):  # fmt: skip
+                 "chown", "setuid"):  # fmt: skip
         if hasattr(os, name):
             setattr(os, name, _refuse)
     shutil.rmtree = shutil.move = _refuse
@@ -116,7 +117,8 @@ def _timed(fn: Any, timeout_s: float) -> tuple[Any, int | None]:
         return None, TIME_LIMIT
     except SystemExit:
         return None, None
-    except BaseException:  # any error of the program is its failure
+    except BaseException as err:  # any error of the program is its failure
+        _ERRORS.append(f"{type(err).__name__}: {err}"[:300])
         return None, RUNTIME_ERROR
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -162,7 +164,7 @@ def run_job(code: str, tests: dict, timeout_s: float) -> dict[str, Any]:
         sys.stdout = io.StringIO()  # what the program prints is not its answer
         _, error = _timed(lambda: exec(program, namespace), timeout_s)
         if error is not None:
-            return {"results": [error], "error": "error while defining the solution"}
+            return {"results": [error], "error": f"defining the solution: {_ERRORS[-1:]}"}
         owner = namespace["Solution"]() if "class Solution" in code and "Solution" in namespace else None
         method = getattr(owner, fn_name, None) if owner is not None else namespace.get(fn_name)
         if not callable(method):
@@ -175,13 +177,13 @@ def run_job(code: str, tests: dict, timeout_s: float) -> dict[str, Any]:
             results.append(error if error is not None else (True if got == json.loads(expected) else WRONG))
             if results[-1] is not True:
                 break
-        return {"results": results}
+        return {"results": results, **({"error": _ERRORS[-1]} if _ERRORS else {})}
     for test_input, expected in zip(tests["inputs"], tests["outputs"], strict=True):
         printed, error = _stdio_test(program, prelude, test_input, timeout_s)
         results.append(error if error is not None else (True if outputs_match(printed, expected) else WRONG))
         if results[-1] is not True:
             break
-    return {"results": results}
+    return {"results": results, **({"error": _ERRORS[-1]} if _ERRORS else {})}
 
 
 def main(job_path: str, result_path: str) -> None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from transformers import TrainerCallback
 from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
 
-from psftlib.runtime import launched_processes
+from psftlib.runtime import launched_processes, process_group_timeout
 from psftlib.worlds.build import load_checkpoint, save_pretrained_atomic
 
 # TRL log key -> our metric name (conventions.md); every other numeric key is kept under its TRL name
@@ -56,10 +56,13 @@ def load_cold_start(path: str | Path):
 
 
 def device_args() -> dict[str, Any]:
-    """TRL/transformers arguments for this machine: CPU runs fp32 without activation checkpointing."""
+    """TRL/transformers arguments for this machine: CPU runs fp32 without activation checkpointing. ``ddp_timeout``:
+    the process group's collective timeout (:func:`psftlib.runtime.process_group_timeout`; transformers passes it
+    to accelerate's ``PartialState`` on GPUs, its CPU path keeps torch's default)."""
+    timeout = {"ddp_timeout": math.ceil(process_group_timeout().total_seconds())}
     if torch.cuda.is_available():
-        return {"bf16": True, "activation_checkpointing": True}
-    return {"use_cpu": True, "bf16": False, "fp16": False, "activation_checkpointing": False}
+        return {"bf16": True, "activation_checkpointing": True, **timeout}
+    return {"use_cpu": True, "bf16": False, "fp16": False, "activation_checkpointing": False, **timeout}
 
 
 def conversation(row: dict[str, Any]) -> list[dict[str, str]]:

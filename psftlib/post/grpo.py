@@ -61,6 +61,11 @@ class GRPOSettings:
     vllm_tensor_parallel_size: int = 1  # colocate: GPUs per engine (TRL's default)
     vllm_server_host: str = "0.0.0.0"  # server mode (TRL's default)
     vllm_server_port: int = 8000  # server mode (TRL's default)
+    # server mode, started by the job (psftlib.post.vllm_server): its GPUs (the job's GPUs after the training
+    # processes'; tensor parallel vllm_tensor_parallel_size, data parallel the rest), memory share and start wait
+    vllm_server_gpus: int = 1
+    vllm_server_gpu_memory_utilization: float = 0.9  # trl vllm-serve's default (the GPUs are the server's alone)
+    vllm_server_start_timeout: float = 1200.0  # seconds until /health answers (weights load, CUDA graphs)
 
     def check_vllm(self) -> None:
         """Refuse ``use_vllm`` when the vllm package cannot be imported (before any model is loaded)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from psftlib.config import Profile, load_profile
 from psftlib.data import encode_all, read_jsonl
 from psftlib.layout import ROOT
-from psftlib.runtime import init_distributed, set_threads
+from psftlib.runtime import init_distributed, set_process_group_timeout, set_threads
 from psftlib.train.loop import train
 from psftlib.train.run import in_training_eval
 from psftlib.worlds.models import load_model
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out-dir", default=None)
     args = parser.parse_args(argv)
-    set_threads(load_profile(args.profile)["threads"])
+    prof = load_profile(args.profile)
+    set_threads(prof["threads"])
+    set_process_group_timeout(prof.data)  # the barriers outwait rank 0's in-training evaluation
     init_distributed()  # under accelerate launch: one rank per process (else each would think it is rank 0)
     train_hub_run(args.profile, args.run, args.base, args.data, args.out_dir)
 

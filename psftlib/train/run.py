@@ -13,7 +13,7 @@ from transformers.utils import logging as hf_logging
 from psftlib.config import Profile, load_profile, parse_overrides
 from psftlib.data import EncodeReport, check_unknown_rate, encode_all, read_jsonl
 from psftlib.eval import make_training_evaluator, read_initial_curves, selection_score
-from psftlib.runtime import init_distributed, set_threads
+from psftlib.runtime import init_distributed, set_process_group_timeout, set_threads
 from psftlib.train.loop import train
 from psftlib.worlds.build import load_checkpoint
 
@@ -95,6 +95,8 @@ def train_run(
 
 def main(args: argparse.Namespace) -> None:
     """Train the run of already-checked command-line arguments (the parser: :mod:`psftlib.train.__main__`)."""
-    set_threads(load_profile(args.profile)["threads"])
+    prof = load_profile(args.profile)
+    set_threads(prof["threads"])
+    set_process_group_timeout(prof.data)  # the barriers outwait rank 0's in-training evaluation
     init_distributed()
     train_run(args.profile, args.run, parse_overrides(args.set), args.out, initial_curves=args.initial_curves)
