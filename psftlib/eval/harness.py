@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from psftlib.data import atomic_write, read_jsonl
+from psftlib.eval.multimodal import VisionModelError, image_lm
 from psftlib.eval.verify import extract_answer, is_correct
 from psftlib.worlds.build import load_checkpoint, save_pretrained_atomic
 
@@ -87,7 +88,7 @@ def task_yaml(name: str) -> tuple[dict[str, Any], Path] | tuple[None, None]:
     """The YAML of one of our tasks (``!function`` tags unresolved) and its path, or (None, None)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    for path in sorted(TASK_DIR.glob("*.yaml")):
+    for path in sorted(TASK_DIR.rglob("*.yaml")):  # images/: the image-text tasks
         data = load_yaml(path, resolve_func=False)
         if data.get("task") == name:
             return data, path
@@ -201,17 +202,11 @@ def _skip_env_info() -> None:
     ev.add_env_info = lambda storage: None
 
 
-def evaluate(
-    model: Any,
-    tasks: list[str],
-    cfg: EvalConfig | None = None,
-    tokenizer: Any = None,
-    data_dir: str | Path | None = None,
-    out: str | Path | None = None,
-    fixtures: dict[str, Path] | None = None,
-    checkpoint: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``model`` (checkpoint folder or in-memory model + ``tokenizer``) on ``tasks``.
+def evaluate(model: Any, tasks: list[str], cfg: EvalConfig | None = None, tokenizer: Any = None,
+             data_dir: str | Path | None = None, out: str | Path | None = None, fixtures: dict[str, Path] | None = None,
+             checkpoint: str | None = None, processor: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Evaluate ``model`` (checkpoint folder or in-memory model + ``tokenizer``) on ``tasks``; image-text tasks through
+    :func:`psftlib.eval.multimodal.image_lm` (a VLM's ``processor``: by default the checkpoint's).
 
     Returns ``{"scores": {task: {metric: value, metric_stderr: value, "n": problems, "k": samples}}, ...}`` and,
     if ``out`` is given, writes ``<out>.json`` and ``<out>.samples.jsonl`` atomically.
@@ -223,9 +218,12 @@ def evaluate(
     started = time.perf_counter()
     _skip_env_info()
     specs = [task_spec(t, Path(data_dir) if data_dir else None, (fixtures or {}).get(t), cfg) for t in tasks]
-    was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
-    lm = _lm(model, tokenizer, cfg)
     tm = TaskManager(include_path=str(TASK_DIR), include_defaults=cfg.include_defaults)
+    was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
+    try:  # a set of image-text tasks: lm-eval's multimodal backend (a set mixing both is refused)
+        lm = image_lm(model, cfg, tasks, specs, tm, processor, checkpoint) or _lm(model, tokenizer, cfg)
+    except VisionModelError as err:
+        raise EvalError(str(err)) from None
     rng = (random.getstate(), torch.get_rng_state())  # lm-eval reseeds the global RNGs; give them back after
     try:
         res = lm_eval.simple_evaluate(

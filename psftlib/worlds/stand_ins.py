@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from psftlib.worlds.stand_in_images import write_image_datasets
+
 # this checkout (not psftlib.layout.ROOT: that is the stand-in folder itself once PSFT_ROOT points there)
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = CHECKOUT / "tests" / "fixtures"
@@ -239,7 +241,8 @@ def write_datasets(root: Path) -> list[str]:
                 f"---\nconfigs:\n- config_name: {config}\n  data_files:\n  - split: {split}\n    path: {name}\n---\n"
             )
         written.append(f"{hub_id}/{name}")
-    return written
+    # the image-text tasks: the hub's parquet layout, Image features
+    return written + write_image_datasets(root, FIXTURES)
 
 
 LINKS = (
