@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = GRPOSettings(seed=prof["seed"], **section)
         # vllm_mode server: the trl vllm-serve server on this job's last GPUs, started and stopped here (rank 0)
         with grpo_server(settings, cold, prof.layout.logs / f"vllm_server_{out.name}.log"):
-            run_grpo(cold, prompts, settings, out, evaluator, eval_every)
+            run_grpo(cold, prompts, settings, out, evaluator, eval_every, image_root=data.parent)
     else:
         pairs = read_jsonl(data, required=("prompt", "chosen", "rejected"))
         run_dpo(cold, pairs, DPOSettings(seed=prof["seed"], **section), out, evaluator, eval_every)

@@ -55,6 +55,24 @@ def load_cold_start(path: str | Path):
         raise FileNotFoundError(f"{err}; train the cold start first") from None
 
 
+def load_processing_class(path: str | Path, model: Any, tokenizer: Any) -> Any:
+    """What TRL gets as ``processing_class`` for rows with images: the VLM cold start's processor
+    (:func:`psftlib.worlds.models.load_processor`), else a clear error naming what is missing."""
+    from psftlib.worlds.models import is_vision_language, load_processor
+
+    if not is_vision_language(model):
+        raise ValueError(
+            f"{path}: the prompts have images but this cold start is a text-only model ({type(model).__name__})"
+        )
+    processor = load_processor(path, tokenizer)
+    if processor is None:
+        raise FileNotFoundError(
+            f"{path}: no preprocessor_config.json: this VLM checkpoint was saved without its image processor "
+            "(psftlib.train.hub copies it from the base model; psftlib.worlds.models.copy_processor_files)"
+        )
+    return processor
+
+
 def device_args() -> dict[str, Any]:
     """TRL/transformers arguments for this machine: CPU runs fp32 without activation checkpointing. ``ddp_timeout``:
     the process group's collective timeout (:func:`psftlib.runtime.process_group_timeout`; transformers passes it
@@ -163,17 +181,22 @@ class StderrProgress(TrainerCallback):
 
 
 def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator, eval_every,
-            steps_per_train_batch: int = 1, **trainer_kwargs) -> list[dict[str, float]]:  # fmt: skip
+            steps_per_train_batch: int = 1, images: bool = False, **trainer_kwargs) -> list[dict[str, float]]:  # fmt: skip
     """Load the cold start by path, train with a TRL trainer, write our JSONL files and the checkpoint atomically.
 
-    ``dataset_rows(tokenizer) -> rows`` builds the dataset; ``args_for(trl_dir, processes) -> TRL config``.
+    ``dataset_rows(processing_class) -> rows`` builds the dataset; ``args_for(trl_dir, processes) -> TRL config``.
+    TRL's ``processing_class`` is the tokenizer, or with ``images`` (rows carrying images) the VLM's processor
+    (:func:`load_processing_class`). A VLM's checkpoint gets the cold start's processor files beside it.
     """
+    from psftlib.worlds.models import copy_processor_files
+
     out_dir = Path(out_dir)
     model, tokenizer = load_cold_start(cold_start)
+    processing = load_processing_class(cold_start, model, tokenizer) if images else tokenizer
     logger = make_callbacks(out_dir, evaluator, eval_every, steps_per_train_batch)
     trl_dir = out_dir / ".trl"  # TRL saves nothing there (save_strategy "no"); removed after
-    trainer = trainer_cls(model=model, args=args_for(trl_dir, launched_processes()), train_dataset=Dataset.from_list(dataset_rows(tokenizer)),
-                          processing_class=tokenizer, callbacks=[logger], **trainer_kwargs)  # fmt: skip
+    trainer = trainer_cls(model=model, args=args_for(trl_dir, launched_processes()), train_dataset=Dataset.from_list(dataset_rows(processing)),
+                          processing_class=processing, callbacks=[logger], **trainer_kwargs)  # fmt: skip
     logger.trainer = trainer
     trainer.remove_callback(
         DEFAULT_PROGRESS_CALLBACK
@@ -190,4 +213,6 @@ def run_trl(trainer_cls, cold_start, dataset_rows, args_for, out_dir, evaluator,
         acc.wait_for_everyone()
     else:
         save_pretrained_atomic(trainer.model, tokenizer, out_dir / "checkpoint")
+    if acc.is_main_process:  # a VLM's image processor (none for a text-only model)
+        copy_processor_files(cold_start, out_dir / "checkpoint")
     return logger.rows

@@ -17,6 +17,15 @@ server (``vllm_mode: server`` at ``vllm_server_host:vllm_server_port``; that ser
 are set when it is started). vLLM's context is prompt + completion lengths; TRL's default correction of the
 vLLM/trainer sampling mismatch (``vllm_importance_sampling_correction``) is kept. vllm is imported only then.
 
+Images (§4.4: the VLM's GRPO on Geometry-3K): rows with ``images`` (PIL images, ``{"bytes", "path"}`` dicts or paths,
+as :func:`psftlib.worlds.loaders.geometry3k` gives them) go to TRL as its ``images`` column, their conversations in TRL's
+multimodal form (:func:`image_conversation`: each ``<image>`` placeholder becomes a ``{"type": "image"}`` content part),
+with the cold start's processor as ``processing_class``; such a cold start must be a VLM saved with its image
+processor. The vision tower is trained with the language model: the paper freezes it for the text-only SFT/PSFT stage
+only (App. C.7.4, "update only the LLM component"), and its RL framework (verl) trains every parameter by default
+(``freeze_vision_tower: false``). Prompts without images are text-only exactly as before; a prompt set has images
+in every row or in none.
+
 Reward: 1 if the last ``\\boxed{}`` of a completion equals the reference (the eval harness's math-verify check),
 else 0, plus DAPO's soft overlong punishment (0 up to ``max - buffer`` tokens, then linear down to -1 at the
 maximum). Outputs in ``out_dir``: ``metrics.jsonl``, ``eval.jsonl``, ``checkpoint/``.
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import io
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +150,52 @@ def overlong_reward(max_completion_length: int, buffer: int):
     return get_soft_overlong_punishment(max_completion_len=max_completion_length, soft_punish_cache=buffer)
 
 
+IMAGE_PLACEHOLDER = "<image>"  # Geometry3K's mark of where its figure goes in the problem text
+
+
+def image_conversation(row: dict[str, Any], n_images: int) -> list[dict[str, Any]]:
+    """``conversation(row)`` in TRL's multimodal form (every content a list of ``{"type": ...}`` parts, one schema for
+    the whole dataset). The user text is split at each ``<image>`` placeholder, which is dropped from the text and
+    replaced by an image part: TRL fills the parts with the row's images in order and the processor's chat template
+    writes the model's image slot there (Qwen2.5-VL: ``<|vision_start|><|image_pad|><|vision_end|>``, the pad
+    expanded to the image's tokens). A text without a placeholder gets its images before it (TRL's default)."""
+    turns = []
+    for turn in conversation(row):
+        pieces = turn["content"].split(IMAGE_PLACEHOLDER) if turn["role"] == "user" else [turn["content"]]
+        parts: list[dict[str, Any]] = []
+        for k, piece in enumerate(pieces):
+            parts += [{"type": "image"}] if k else []
+            parts += [{"type": "text", "text": piece}] if piece else []
+        if turn["role"] == "user" and len(pieces) == 1:
+            parts = [{"type": "image"} for _ in range(n_images)] + parts
+        turns.append({"role": turn["role"], "content": parts})
+    slots = sum(p["type"] == "image" for t in turns for p in t["content"])
+    if slots != n_images:
+        raise ValueError(f"grpo: prompt {row.get('id', '?')}: {slots} {IMAGE_PLACEHOLDER} placeholders for "
+                         f"{n_images} images")  # fmt: skip
+    return turns
+
+
+def load_image(value: Any, root: Path | None = None) -> Any:
+    """An RGB ``PIL.Image`` of a row's image: a PIL image, a ``{"bytes", "path"}`` dict or a path (a relative one
+    beside the prompts file ``root`` if there, else from the working directory)."""
+    from PIL import Image
+
+    if isinstance(value, dict):
+        value = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        if not path.is_absolute() and root is not None and (root / path).exists():
+            path = root / path
+        if not path.exists():
+            raise FileNotFoundError(
+                f"grpo: image {value}: no such file (looked beside {root} and in {Path.cwd()})"
+            )
+        value = path
+    image = value if hasattr(value, "mode") else Image.open(value)
+    return image.convert("RGB")
+
+
 def run_grpo(
     cold_start: str | Path,
     prompts: list[dict[str, Any]],
@@ -147,14 +203,40 @@ def run_grpo(
     out_dir: str | Path,
     evaluator: Any = None,
     eval_every: int = 0,
+    image_root: str | Path | None = None,
 ) -> list[dict[str, float]]:
-    """GRPO from the checkpoint ``cold_start`` on RL ``prompts`` (rows with ``prompt``, ``answer``, ``system``)."""
+    """GRPO from the checkpoint ``cold_start`` on RL ``prompts`` (rows with ``prompt``, ``answer``, ``system``, and
+    optionally ``images``: relative image paths are read beside ``image_root``, the prompts file's folder)."""
     settings.check_vllm()  # before TRL and the model load
     from trl import GRPOTrainer
+
+    with_images = sum(bool(r.get("images")) for r in prompts)
+    # all or none: TRL 1.16 hands the processor None for the image-less rows of a batch (a TypeError)
+    if with_images not in (0, len(prompts)):
+        raise ValueError(f"grpo: {with_images} of {len(prompts)} prompts have images: all or none must")
+    root = Path(image_root) if image_root is not None else None
+
+    def image_row(r: dict[str, Any], processor: Any) -> tuple[dict[str, Any], int]:
+        """A dataset row with images, and its prompt length in tokens (image tokens included)."""
+        images = [load_image(im, root) for im in r.get("images") or []]
+        conv = image_conversation(r, len(images))
+        filled, k = [], iter(images)
+        for t in conv:
+            filled.append({**t, "content": [{**p, "image": next(k)} if p["type"] == "image" else p
+                                            for p in t["content"]]})  # fmt: skip
+        ids = processor.apply_chat_template(
+            filled, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        ids = ids[0] if ids and isinstance(ids[0], list) else ids  # batched: one conversation
+        return {"prompt": conv, "answer": str(r["answer"]), "images": images}, len(ids)
 
     def dataset_rows(tokenizer: Any) -> list[dict[str, Any]]:
         rows = []
         for r in prompts:
+            if with_images:  # tokenizer: the VLM's processor
+                row, n = image_row(r, tokenizer)
+                rows += [row] if n <= settings.max_prompt_length else []
+                continue
             conv = conversation(r)
             ids = tokenizer.apply_chat_template(
                 conv, add_generation_prompt=True, tokenize=True, return_dict=True
@@ -171,4 +253,4 @@ def run_grpo(
     if settings.overlong_buffer:
         rewards.append(overlong_reward(settings.max_completion_length, settings.overlong_buffer))
     return run_trl(GRPOTrainer, cold_start, dataset_rows, settings.trl_config, out_dir, evaluator, eval_every,
-                   settings.steps_per_train_batch, reward_funcs=rewards)  # fmt: skip
+                   settings.steps_per_train_batch, images=bool(with_images), reward_funcs=rewards)  # fmt: skip

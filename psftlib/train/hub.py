@@ -13,6 +13,7 @@ our schema): what the tests use, and what a cluster without internet access need
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from psftlib.config import Profile, load_profile
@@ -21,7 +22,7 @@ from psftlib.layout import ROOT
 from psftlib.runtime import init_distributed, set_process_group_timeout, set_threads
 from psftlib.train.loop import train
 from psftlib.train.run import in_training_eval
-from psftlib.worlds.models import load_model
+from psftlib.worlds.models import copy_processor_files, is_vision_language, load_model
 
 
 def train_hub_run(
@@ -51,8 +52,15 @@ def train_hub_run(
     examples, report = encode_all(tokenizer, read_jsonl(path), cfg.max_length, cfg.truncation)
     # Figure 3's curves and Table 1's selection (eval.during_training); under FSDP on rank 0 with the gathered model
     curves = in_training_eval(prof, tokenizer, cfg.steps_per_train_batch, Path(base or src["model_id"]), None)
-    return train(cfg, model, examples, out_dir or prof.layout.run(run), tokenizer.pad_token_id,
+    out = Path(out_dir or prof.layout.run(run))
+    rows = train(cfg, model, examples, out, tokenizer.pad_token_id,
                  tokenizer=tokenizer, progress=progress, encode_report=report, **curves)  # fmt: skip
+    # train() saves the model and the tokenizer; a VLM's GRPO (§4.4, images) also needs the base's image processor
+    if is_vision_language(model) and int(os.environ.get("RANK", "0")) == 0:
+        for folder in (out / "checkpoint", out / "selected"):
+            if folder.is_dir():
+                copy_processor_files(base or src["model_id"], folder)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,8 @@ updates only the language model; the vision encoder and its merger/projector sta
 from __future__ import annotations
 
 import importlib.util
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,3 +124,70 @@ def freeze_vision_tower(model: torch.nn.Module) -> dict[str, int]:
             frozen += p.numel()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"frozen": frozen, "trainable": trainable, "modules": len(modules)}
+
+
+# A VLM's processor beside its weights: the image (and video) processor settings and the processor's own chat template.
+# Our SFT/PSFT trainer saves the model and the tokenizer only, so :func:`copy_processor_files` carries these over from
+# the base model (``psftlib.train.hub``) and from a cold start to its GRPO checkpoint (``psftlib.post``).
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
+                   "chat_template.json")  # fmt: skip
+
+
+def copy_processor_files(source: str | Path, checkpoint: str | Path) -> list[str]:
+    """Copy :data:`PROCESSOR_FILES` of ``source`` (a hub id or a folder) that the folder ``checkpoint`` lacks; returns
+    the names copied (none for a text-only model, which has none of them)."""
+    from transformers.utils import cached_file
+
+    copied = []
+    for name in PROCESSOR_FILES:
+        target = Path(checkpoint) / name
+        if target.exists():
+            continue
+        found = cached_file(str(source), name, _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)  # fmt: skip
+        if found:
+            shutil.copyfile(found, target)
+            copied.append(name)
+    return copied
+
+
+def load_processor(path: str | Path, tokenizer: Any = None) -> Any | None:
+    """The image-text processor (``AutoProcessor``) of the VLM checkpoint folder ``path`` (or hub id: its cached
+    snapshot); None when it has no ``preprocessor_config.json`` (a text-only model, or a VLM checkpoint saved without
+    its processor).
+
+    Qwen2-VL / Qwen2.5-VL processors need torchvision for their video processor, which the CPU environment lacks (its
+    PyPI wheel does not load against the CPU torch): there, an images-only Qwen2.5-VL processor (the folder's image
+    processor, ``tokenizer`` or the folder's, and its chat template) stands in; it has no video processor."""
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers.utils import cached_file
+
+    if not Path(path).is_dir():  # a hub id: the snapshot holding its processor file, if any
+        found = cached_file(str(path), "preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)  # fmt: skip
+        path = Path(found).parent if found else Path(path)
+    path = Path(path)
+    if not (path / "preprocessor_config.json").exists():
+        return None
+    if importlib.util.find_spec("torchvision") is not None:
+        return AutoProcessor.from_pretrained(str(path))
+    tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(path))
+    return _images_only_processor()(AutoImageProcessor.from_pretrained(str(path)), tokenizer,
+                                    chat_template=tokenizer.chat_template)  # fmt: skip
+
+
+def _images_only_processor() -> type:
+    """``Qwen2_5_VLProcessor`` without its video processor (``ProcessorMixin`` takes its parts from ``__init__``'s
+    parameter names, so this one has an image processor and a tokenizer only)."""
+    from transformers import ProcessorMixin, Qwen2_5_VLProcessor
+
+    class Qwen2_5_VLImagesProcessor(Qwen2_5_VLProcessor):
+        video_processor = None
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return Qwen2_5_VLImagesProcessor

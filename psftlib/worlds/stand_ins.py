@@ -57,6 +57,20 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# The VLM's chat template: Qwen2.5-VL's image slot for each {"type": "image"} content part (what TRL's GRPO sends with
+# images), plain-text turns rendered as CHAT_TEMPLATE renders them
+VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# the VLM's image processor: 4-16 image tokens per image (28-pixel merged patches)
+VL_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
         "num_key_value_heads": 1, "max_position_embeddings": 4096}  # fmt: skip
 
@@ -175,6 +189,11 @@ def write_models(root: Path) -> list[str]:
         folder = root / hub_id
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        if getattr(config, "vision_config", None):  # its processor: image processing, the VL chat template
+            from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
+
+            Qwen2VLImageProcessorPil(**VL_PIXELS).save_pretrained(folder)
+            (folder / "chat_template.jinja").write_text(VL_CHAT_TEMPLATE)
         written.append(hub_id)
     return written
 
@@ -313,6 +332,10 @@ def tiny_profile(paper: dict[str, Any]) -> dict[str, Any]:
     for spec in hub["datasets"].values():
         spec.update(id=f"{spec['id']}/{TRAIN_DATA[spec['id']][1]}", limit=TRAIN_BATCH)
     hub["datasets"]["ultrafeedback_prefs"]["limit"] = 16  # DPO: 2 optimizer steps of 8 pairs
+    for own in [*hub.get("run_sources", {}).values(), *(hub.get("base_models") or {}).values()]:
+        # §4.4's 5k responses: the tiny grpo's 16 tokens
+        if "max_completion_length" in (own.get("grpo") or {}):
+            own["grpo"]["max_completion_length"] = tiny["grpo"]["max_completion_length"]
     hub["launcher"].update(accelerate_config="config/accelerate/fsdp_cpu.yaml", num_processes=2)
     if judge := hub.get(
         "judge"
