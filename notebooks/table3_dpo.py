@@ -41,12 +41,16 @@ from psftlib.report.analysis import (
 )
 from psftlib.report.plots import ENTROPY, finish, new_figure, plot_runs, save_figure
 from psftlib.report.styles import style_table
+from psftlib.report.task_tables import task_table
 
 outputs = Layout(profile, scratch=not publish)  # where figures and tables go: committed ones or scratch/
 
 prof = load_profile(profile)
 
 runs = [f"{c}+dpo" for c in cold_starts]
+base = prof.base_of(cold_starts[0])  # the cold starts' untrained model (a hub profile: Qwen3-4B-Base, §4.3)
+# the alignment tax: Table 16's lm-eval tasks where the profile has that set (App. C.7.3), else the skills below
+tax_set = "alignment_tax" if "alignment_tax" in prof.task_sets else None
 # styles: the cold start's (psftlib/report/styles.py); chosen and rejected rewards in panels of their own
 fig, axes = new_figure(3, width=4.0, height=3.5)
 for ax, column in zip(axes[0], ["entropy", "reward_chosen", "reward_rejected"], strict=True):
@@ -62,13 +66,18 @@ finish(fig, axes, legend_from=axes[0][0])
 written = save_figure(fig, outputs.figures / "fig6_dpo")
 
 # %%
-table = scores_table(profile, ["base", *cold_starts, *runs], ["in_domain", "out_of_domain"])
+table = scores_table(profile, [base, *cold_starts, *runs], ["in_domain", "out_of_domain"])
 # alignment: the small world's rule-based format following; a hub profile has none (the judge's columns below)
 fmt = "world_skill_format" if "world_skill_format" in table else None
 skills = [c for c in table if c in prof.domain_tasks("out_of_domain") and c != fmt]
 ours = table.assign(
     **({"alignment": table[fmt]} if fmt else {}), ood_without_format=table[skills].mean(axis=1)
 )[["alignment"] * bool(fmt) + ["ood_without_format", "in_domain"]]
+if tax_set:  # the mean over Table 16's tasks (a group, e.g. cmmlu, by its subtasks' size-weighted mean)
+    ours[tax_set] = task_table(profile, [base, *cold_starts, *runs], [tax_set])[prof.task_sets[tax_set]].mean(
+        axis=1
+    )
+tax = tax_set or "ood_without_format"
 # (Figure 7) each cold start's out-of-domain score after the SFT stage (hatched) and after DPO, the base model's
 # as a line: the alignment tax is the drop from the base
 table_styles = style_table(profile)
@@ -76,13 +85,13 @@ fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
 x = np.arange(len(cold_starts))
 for i, (cold, run) in enumerate(zip(cold_starts, runs, strict=True)):
     color = table_styles[cold].color
-    ax.bar(i - 0.2, 100 * ours.loc[cold, "ood_without_format"], 0.4, color=color, alpha=0.45, hatch="//",
+    ax.bar(i - 0.2, 100 * ours.loc[cold, tax], 0.4, color=color, alpha=0.45, hatch="//",
            edgecolor=color, label="after the SFT stage" if i == 0 else None)  # fmt: skip
-    ax.bar(i + 0.2, 100 * ours.loc[run, "ood_without_format"], 0.4, color=color,
+    ax.bar(i + 0.2, 100 * ours.loc[run, tax], 0.4, color=color,
            label="after DPO" if i == 0 else None)  # fmt: skip
-ax.axhline(100 * ours.loc["base", "ood_without_format"], color="0.3", ls=":", label="base model")
+ax.axhline(100 * ours.loc[base, tax], color="0.3", ls=":", label="base model")
 ax.set_xticks(x, [table_styles[c].label for c in cold_starts])
-ax.set(xlabel="cold start", ylabel="out-of-domain accuracy (%, skills)",
+ax.set(xlabel="cold start", ylabel="accuracy (%, mean of Table 16's tasks)" if tax_set else "out-of-domain accuracy (%, skills)",
        title="Figure 7: alignment tax (out-of-domain skills after each stage)")  # fmt: skip
 ax.grid(alpha=0.3, axis="y")
 ax.legend(frameon=False, fontsize=8, loc="lower right")

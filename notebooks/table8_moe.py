@@ -40,7 +40,7 @@ ours = task_table(profile, runs, task_sets)
 lines = ["# Table 8: PSFT on Qwen3-30B-A3B (MoE)", "",
          f"## This run (profile `{profile}`: {', '.join(f'`{m}`' for m in models)}; task sets "
          f"{', '.join(f'`{s}`' for s in task_sets)})", "",
-         "No base row (the paper's Table 8 has none; the profile evaluates one base model, `paper.base_model`).", "",
+         "No base row (the paper's Table 8 has none).", "",
          percent_markdown(ours), "", *paper_rows("table8_moe_30b", "Table 8")]  # fmt: skip
 write_table(outputs, "table8_moe", lines, ours)
 print("\n".join(lines[:10]))

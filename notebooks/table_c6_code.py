@@ -36,11 +36,7 @@ outputs = Layout(profile, scratch=not publish)  # where figures and tables go: c
 prof = load_profile(profile)
 task_sets = [s for s in ("code", "in_domain", "out_of_domain", "ifeval") if s in prof.task_sets]
 models = sorted({prof.run_source(r)["model_id"] for r in runs})
-base_model = prof["paper"]["models"][prof["paper"].get("base_model", "qwen25_7b")]
-rows = [
-    *(["base"] if [base_model] == models else []),
-    *runs,
-]  # the base row only where it is these runs' base
+rows = [prof.base_of(runs[0]), *runs]  # the untrained model of these runs (paper.base_models) first
 
 # %%
 ours = task_table(profile, evaluated(profile, rows, task_sets), task_sets)

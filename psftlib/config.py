@@ -207,6 +207,20 @@ class Profile:
         """Everything that gets a final evaluation: the base models, every run, every post-training run."""
         return [*self.base_runs, *self.runs, *self.post_runs]
 
+    def base_of(self, run: str) -> str:
+        """The base run of ``run`` (or of its post-training run): ``base`` in the small world; in a hub profile the
+        ``paper.base_models`` entry of the run's model role (``align_sft+dpo`` -> ``align_base``, Qwen3-4B-Base)."""
+        bases = (self.data.get("paper") or {}).get("base_models") or {}
+        origin = run.split("+")[0].removesuffix("@selected")
+        if not bases:
+            return "base"
+        role = bases[origin]["model"] if origin in bases else self.run_source(origin)["model"]
+        if found := [name for name, spec in bases.items() if spec["model"] == role]:
+            return found[0]
+        raise ConfigError(
+            f"{self.path}: paper.base_models: no entry of model {role!r}, the base of run {run!r}"
+        )
+
     def base_model_id(self, run: str) -> str:
         """A hub profile's base run (``paper.base_models.<run>``) -> its model's hub id (``paper.models``)."""
         paper = self.data.get("paper") or {}
@@ -276,9 +290,7 @@ class Profile:
     def run_config(self, run: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
         if run not in self.data["runs"]:
             raise ConfigError(f"{self.path}: runs.{run}: no such run; defined runs: {self.runs}")
-        overrides = (
-            overrides or {}
-        )  # --set, a notebook's overrides: checked with the rest, named in the source
+        overrides = overrides or {}  # --set, a notebook's overrides: checked with the rest
         values = {**self.data["train"], **(self.data["runs"][run] or {}), **overrides}
         values.setdefault("seed", self.data["seed"])
         return TrainConfig.from_dict(

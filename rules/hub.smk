@@ -11,6 +11,9 @@ PAPER = P["paper"]
 GPUS = {rule: spec.get("gpu", 0) for rule, spec in PAPER.get("resources", {}).items()}  # paper.resources
 ACCELERATE = PAPER["launcher"]["accelerate_config"]
 PROCESSES = PAPER["launcher"].get("num_processes", GPUS.get("train", 1))
+GRPO_CFG = P.data.get("grpo") or {}  # server mode: the trl vllm-serve server takes GPUs of the job (psftlib.post.vllm_server)
+GRPO_SERVER_GPUS = GRPO_CFG.get("vllm_server_gpus", 1) if GRPO_CFG.get("use_vllm") and GRPO_CFG.get("vllm_mode") == "server" else 0
+CODE_EVAL = "HF_ALLOW_CODE_EVAL=1 " if P["eval"].get("allow_code_execution") else ""  # eval.allow_code_execution
 HUB_DATASETS = sorted(PAPER["datasets"])
 # Figure 3's curves and Table 1's selection: with eval.during_training on, each run also writes eval.jsonl and its
 # selected checkpoint, evaluated as <run>@selected (psftlib.train.hub: under FSDP on rank 0, the model gathered)
@@ -85,7 +88,7 @@ rule grpo:
         slice=lambda wc: json.dumps({"grpo": P.post_stage("grpo", wc.cold)[0]}, sort_keys=True),
         profile=P.name,
         accelerate=ACCELERATE,
-        gpus=PROCESSES,
+        gpus=PROCESSES - GRPO_SERVER_GPUS,
     log:
         f"{LOGS}/grpo_{{cold}}.log",
     benchmark:
@@ -150,6 +153,7 @@ rule eval:
         out_dir=lambda wc: f"{EVALS}/{wc.run}",
         model=lambda wc: eval_model(wc.run),
         reuse=lambda wc: f"--reuse-final {EVALS}/{selected_of(wc.run)}" if selected_of(wc.run) else "",
+        code_eval=CODE_EVAL,
     log:
         f"{LOGS}/eval_{{run}}.log",
     benchmark:
@@ -160,7 +164,7 @@ rule eval:
     conda:
         "../environment.gpu.lock.yml"
     shell:
-        "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {params.sets:q} "
+        "{params.code_eval}python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {params.sets:q} "
         "--out-dir {params.out_dir} {params.reuse} > {log} 2>&1"
 
 
@@ -183,6 +187,7 @@ if P.task_set_runs:
             profile=P.name,
             out_dir=lambda wc: f"{EVALS}/{wc.run}",
             model=lambda wc: eval_model(wc.run),
+            code_eval=CODE_EVAL,
         log:
             f"{LOGS}/eval_{{run}}_{{task_set}}.log",
         benchmark:
@@ -193,5 +198,5 @@ if P.task_set_runs:
         conda:
             "../environment.gpu.lock.yml"
         shell:
-            "python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} --task-sets {wildcards.task_set} "
-            "--out-dir {params.out_dir} > {log} 2>&1"
+            "{params.code_eval}python -m psftlib.eval --profile {params.profile} --checkpoint {params.model} "
+            "--task-sets {wildcards.task_set} --out-dir {params.out_dir} > {log} 2>&1"

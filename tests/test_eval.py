@@ -128,7 +128,10 @@ PAPER_TASKS = sorted(p.stem for p in TASK_DIR.glob("paper_*.yaml"))
 
 
 @pytest.mark.parametrize("task", PAPER_TASKS)
-def test_paper_task_yaml_runs_against_a_local_fixture_of_the_same_schema(task, smoke_world, tmp_path):
+def test_paper_task_yaml_runs_against_a_local_fixture_of_the_same_schema(
+    task, smoke_world, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_ALLOW_CODE_EVAL", "1")  # paper_livecodebench runs the generated programs
     cfg = EvalConfig(repeats=2, max_gen_toks=4, batch_size=4, apply_chat_template=False)
     summary = evaluate(smoke_world / "world" / "base", [task], cfg, fixtures={task: FIXTURES / f"{task}.jsonl"},
                        out=tmp_path / task)  # fmt: skip
@@ -140,6 +143,20 @@ def test_paper_task_yaml_runs_against_a_local_fixture_of_the_same_schema(task, s
     # the hub dataset id is still what the YAML loads by default
     raw = yaml.load((TASK_DIR / f"{task}.yaml").read_text(), Loader=yaml.BaseLoader)
     assert "/" in raw["dataset_path"]
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_paper_generation_tasks_never_stop_at_a_blank_line(task):
+    """lm-eval stops generation at its default ``until`` (the few-shot delimiter, a blank line) unless the YAML sets
+    one: long reasoning would be cut at its first paragraph."""
+    from lm_eval.api.task import TaskConfig
+
+    raw = yaml.load((TASK_DIR / f"{task}.yaml").read_text(), Loader=yaml.BaseLoader)
+    if raw["output_type"] != "generate_until":
+        return
+    kwargs = {k: v for k, v in raw.items() if k in ("task", "output_type", "generation_kwargs")}
+    until = TaskConfig(**kwargs).generation_kwargs["until"]
+    assert "\n\n" not in until and until in ([], "[]"), (task, until)
 
 
 def test_evaluate_gives_an_in_memory_model_back_in_the_mode_it_found_it(smoke_world):
@@ -194,3 +211,31 @@ def test_initial_curves_are_refused_when_made_for_other_weights_or_settings(smok
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(EvalError, match="made for other"):
         read_initial_curves(path, prof, other)
+
+
+def test_the_eval_command_hands_vllm_the_checkpoint_folder_not_a_loaded_model(tmp_path, monkeypatch):
+    """``python -m psftlib.eval`` with ``eval.backend: vllm`` (the paper profile): vLLM reads the folder (or hub id)
+    itself, so the command must not load the weights first (the backend refuses an in-memory model)."""
+    import argparse
+
+    import psftlib.eval.harness as harness
+    import psftlib.worlds.build as build
+    from psftlib.eval.__main__ import evaluate_task_sets
+
+    profile = yaml.safe_load((Path(__file__).parent.parent / "config" / "smoke.yaml").read_text())
+    profile["eval"]["backend"] = "vllm"
+    path = tmp_path / "smoke_vllm.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    calls = []
+    monkeypatch.setattr(
+        harness, "evaluate", lambda model, tasks, cfg, **kw: calls.append((model, cfg.backend, kw))
+    )
+    monkeypatch.setattr(build, "load_checkpoint", lambda *a: pytest.fail("the weights were loaded for vLLM"))
+    task_set = next(iter(profile["eval"]["task_sets"]))
+    args = argparse.Namespace(profile=str(path), checkpoint="Qwen/Qwen2.5-7B-Instruct", task_sets=[task_set],
+                              out_dir=str(tmp_path / "out"), reuse_final=None)  # fmt: skip
+    evaluate_task_sets(args)
+    assert [(model, backend, kw["tokenizer"]) for model, backend, kw in calls] == [
+        ("Qwen/Qwen2.5-7B-Instruct", "vllm", None)
+    ]
+    assert calls[0][2]["checkpoint"] == "Qwen/Qwen2.5-7B-Instruct"

@@ -37,7 +37,18 @@ def test_base_models_and_restricted_task_sets_are_checked_and_resolved():
     from psftlib.config import ConfigError, validate_profile
 
     prof = load_profile("paper")
-    assert prof.base_runs == ["base", "llama_base", "vlm_base"] and prof.all_runs[:3] == prof.base_runs
+    assert (
+        prof.base_runs == ["base", "llama_base", "align_base", "vlm_base"]
+        and prof.all_runs[:4] == prof.base_runs
+    )
+    bases = {"psft": "base", "code_psft": "base", "llama_sft+grpo": "llama_base", "align_psft_prolong+dpo": "align_base",
+             "vlm_base+grpo": "vlm_base", "psft@selected": "base"}  # fmt: skip
+    assert {run: prof.base_of(run) for run in bases} == bases and load_profile("mini").base_of(
+        "psft+dpo"
+    ) == "base"
+    assert "alignment_tax" in prof.task_sets_of("align_sft+dpo") and "alignment_tax" not in prof.task_sets_of(
+        "sft"
+    )
     assert prof.base_model_id("vlm_base") == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert "vlm_text_ood" in prof.task_sets_of("vlm_psft+grpo") and "vlm_text_ood" not in prof.task_sets_of(
         "psft"
@@ -477,7 +488,12 @@ def test_paper_dag_dry_run_lists_every_table_and_figure_rule():
     restricted = [(r, s) for r, s in prof.evaluations(prof.all_runs) if s in prof.task_set_runs]
     assert int(counts["eval_only"]) == len(restricted) > 0
     assert ("vlm_base", "vlm_text_ood") in restricted and ("vlm_base+grpo", "vlm_text_ood") in restricted
-    assert not [r for r, s in restricted if not r.startswith("vlm_")]
+    assert {r for r, s in restricted if s == "code"} == {"base", "code_sft", "code_psft"}  # App. C.6
+    assert not [r for r, s in restricted if s != "code" and not r.startswith(("vlm_", "align_"))]
+    assert (
+        "HF_ALLOW_CODE_EVAL=1 python -m psftlib.eval --profile paper --checkpoint results/runs/paper/code_psft"
+        in (res.stdout)
+    )  # eval.allow_code_execution: LiveCodeBench runs the generated programs
     assert (
         "--checkpoint Qwen/Qwen2.5-VL-7B-Instruct --task-sets vlm_text_ood --out-dir results/eval/paper/vlm_base"
         in res.stdout

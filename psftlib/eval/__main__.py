@@ -98,7 +98,8 @@ def evaluate_task_sets(args: argparse.Namespace) -> None:
     for name in args.task_sets:
         if name not in task_sets:
             raise EvalError(f"{prof.path}: eval.task_sets.{name}: no such task set; have {sorted(task_sets)}")
-    model, tokenizer = load_checkpoint(args.checkpoint)  # once for every task set: one process, one load
+    # hf: loaded once for every task set (one process, one load); vllm reads the folder (or hub id) itself
+    model, tokenizer = (args.checkpoint, None) if cfg.backend == "vllm" else load_checkpoint(args.checkpoint)
     data = prof.layout.data
     for name in args.task_sets:
         out = Path(args.out_dir) / name
