@@ -239,3 +239,15 @@ def test_the_eval_command_hands_vllm_the_checkpoint_folder_not_a_loaded_model(tm
         ("Qwen/Qwen2.5-7B-Instruct", "vllm", None)
     ]
     assert calls[0][2]["checkpoint"] == "Qwen/Qwen2.5-7B-Instruct"
+
+
+@pytest.mark.parametrize("name", ["smoke", "mini", "paper"])
+def test_every_profile_eval_section_makes_an_eval_config(name):
+    """The eval command and the in-training evaluator read each profile's ``eval:`` section: its DAG-level keys
+    (``task_set_runs``, ``allow_code_execution``, ``during_training``) are not evaluation settings."""
+    from psftlib.config import load_profile
+    from psftlib.eval.training import profile_eval_config
+
+    prof = load_profile(name)
+    cfg, sets = profile_eval_config(prof)
+    assert sets == prof.task_sets and cfg.backend == prof["eval"].get("backend", "hf")

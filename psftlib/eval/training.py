@@ -58,7 +58,12 @@ def profile_eval_config(profile: Any, **changes: Any) -> tuple[EvalConfig, dict[
     """The profile's ``eval:`` section as an EvalConfig (plus ``changes``) and its task sets."""
     ev = dict(profile.data.get("eval") or {})
     task_sets = ev.pop("task_sets", {})
-    ev.pop("during_training", None)
+    for key in (
+        "during_training",
+        "task_set_runs",
+        "allow_code_execution",
+    ):  # the DAG's (rules/hub.smk), not a run's
+        ev.pop(key, None)
     return dataclasses.replace(EvalConfig.from_dict(ev), **changes), task_sets
 
 
