@@ -108,6 +108,9 @@ TASKS: dict[str, tuple[int, str, str]] = {
     "mmlu_flan_n_shot_generative": (14_042, "gen", "MMLU test"), "mmlu": (14_042, "mc", "MMLU test"),
     "arc_challenge": (1_172, "mc", "ARC-C test"), "truthfulqa_mc1": (817, "mc", "TruthfulQA"),
     "headqa_en": (2_742, "mc", "HEAD-QA test"), "cmmlu": (11_582, "mc", "CMMLU test"),
+    "paper_geo3k": (601, "gen", "Geometry3K test"), "paper_mathverse": (3_940, "gen", "MathVerse testmini, 5 versions"),
+    "paper_mathvista": (1_000, "gen", "MathVista testmini"), "paper_mmmu": (900, "gen", "MMMU validation"),
+    "paper_mmmu_pro": (1_730, "gen", "MMMU-Pro standard (10 options)"),
 }  # fmt: skip
 MAX_GEN = {"ifeval": 4096}  # §4.1: "10,240 tokens (4,096 for IFEval)"
 # Table 3's judge benchmarks: (questions, answers per question, judgments per question); paper.yaml's comments
@@ -242,8 +245,8 @@ def model_role(prof: Profile, run: str) -> str:
 
 def task_repeats(task: str) -> int:
     """``repeats:`` of our task YAML (lm-eval's tags such as ``!function`` keep it from plain YAML); 1 otherwise."""
-    path = TASK_DIR / f"{task}.yaml"
-    found = re.search(r"^repeats:\s*(\d+)", path.read_text(), re.M) if path.exists() else None
+    path = next(TASK_DIR.rglob(f"{task}.yaml"), None)  # psftlib/eval/tasks/ and its images/ folder
+    found = re.search(r"^repeats:\s*(\d+)", path.read_text(), re.M) if path else None
     return int(found.group(1)) if found else 1
 
 
