@@ -58,8 +58,11 @@ def test_tiny_profile_is_the_paper_dag_with_sizes_cut():
         assert (small.objective, small.lr, small.clip_high) == (big.objective, big.lr, big.clip_high)
     sets = tiny.task_sets
     assert sets["in_domain"] == paper.task_sets["in_domain"]
-    assert sets["out_of_domain"] == [t for t in paper.task_sets["out_of_domain"] if t.startswith("paper_")]
-    assert set(sets) < set(paper.task_sets)
+    # the paper's task sets with lm-eval's own tasks (but ifeval); the curves, at every train batch, ours only
+    for name in set(sets) - {tiny.curves_task_set}:
+        assert sets[name] == [t for t in paper.task_sets[name] if t not in stand_ins.HIDDEN_TASKS], name
+    assert sets["curves"] == ["paper_aime24", "paper_supergpqa"]
+    assert set(paper.task_sets) - set(sets) == {"ifeval"} and "gpqa_main_cot_n_shot" in sets["alignment_tax"]
 
 
 def test_post_training_reads_the_data_its_world_writes():
@@ -121,6 +124,45 @@ def test_stand_in_data_loads_through_the_paper_loaders_and_lm_eval_names(hub, mo
         assert len(rows) == len((stand_ins.FIXTURES / f"{task}.jsonl").read_text().splitlines()), task
 
 
+def test_lm_eval_own_tasks_of_the_tiny_profile_load_and_score_offline(hub, monkeypatch):
+    """Every task set of the tiny profile with lm-eval's own tasks (gpqa, arc, truthfulqa, mmlu_pro, headqa, gsm8k,
+    mmlu, mmlu_flan and cmmlu on the stand-in data of psftlib.worlds.stand_in_tasks, beside ours) through the harness
+    with the profile's eval settings (HF backend, 2 problems, 16 tokens) on the tiny Qwen2: a score for every task,
+    each subtask of a group, in [0, 1], with the metric lm-eval reports first for lm-eval's own tasks."""
+    import dataclasses
+
+    from psftlib.eval.harness import EvalConfig, evaluate
+    from psftlib.report.task_tables import owner
+
+    monkeypatch.chdir(hub)  # the hub ids resolve to the stand-in folders
+    monkeypatch.setenv("HF_HOME", str(hub / ".hf"))
+    ev = yaml.safe_load((hub / "config" / "paper_tiny.yaml").read_text())["eval"]
+    # the harness's settings of the eval section (not which runs get a set, nor the code runner's settings)
+    cfg = EvalConfig.from_dict({k: ev[k] for k in {f.name for f in dataclasses.fields(EvalConfig)} & set(ev)})
+    sets = {
+        name: tasks
+        for name, tasks in ev["task_sets"].items()
+        if any(not t.startswith("paper_") for t in tasks)
+    }
+    assert set(sets) == {"out_of_domain", "alignment_tax", "vlm_text_ood"}
+    # lm-eval 0.4.13's groups: their number of subtasks
+    groups = {"mmlu": 57, "mmlu_pro": 14, "mmlu_flan_n_shot_generative": 57, "cmmlu": 67}
+    for name, tasks in sets.items():
+        res = evaluate("Qwen/Qwen2.5-7B-Instruct", tasks, cfg, out=hub / "lm_eval_check" / name)
+        scores = res["scores"]
+        for task in tasks:
+            keys = [k for k in scores if owner(k, tasks) == task]
+            assert len(keys) == groups.get(task, 1), (name, task, keys)
+            for key in keys:
+                s = scores[key]
+                assert s["n"] == cfg.limit and 0 <= s["avg_at_k"] <= 1, (name, key, s)
+                ours = task.startswith("paper_")
+                assert s["k"] == (cfg.repeats if ours else 1), (name, key, s)
+                assert ours or res["lm_eval_metrics"][key].split(",")[0] in ("acc", "exact_match"), key
+        if "gsm8k_cot" in tasks:  # several filters: scored under its first (lm-eval's reported first)
+            assert res["lm_eval_metrics"]["gsm8k_cot"] == "exact_match,strict-match"
+
+
 # ---- the DAG, end to end ----------------------------------------------------------------------------------------
 
 
@@ -140,6 +182,7 @@ def test_the_paper_dag_runs_end_to_end_on_the_stand_ins(hub):
     res = subprocess.run(cmd, cwd=hub, env=_env(hub), capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, res.stderr[-3000:] + _failed_logs(hub, res.stderr)
     from psftlib.layout import Layout
+    from psftlib.report.task_tables import owner
 
     prof = load_profile(hub / "config" / "paper_tiny.yaml")
     lay = Layout(prof.name, root=hub)
@@ -155,10 +198,10 @@ def test_the_paper_dag_runs_end_to_end_on_the_stand_ins(hub):
         evals = pd.read_json(lay.run(run) / "eval.jsonl", lines=True)
         assert evals["step"].iloc[0] == 0 and "paper_aime24/avg_at_k" in evals, run
     for run in prof.all_runs:  # the final evaluation: every task of each set, on the paper's task names
-        for name in prof.final_task_sets:
+        for name in prof.task_sets_of(run):  # lm-eval's groups (mmlu) by their subtasks; its own tasks k = 1
             scores = json.loads(lay.eval(run, name).read_text())["scores"]
-            assert sorted(scores) == sorted(prof.task_sets[name]), (run, name)
-            assert all(s["n"] == 2 and s["k"] == 2 for s in scores.values()), (run, name)
+            assert {owner(k, prof.task_sets[name]) for k in scores} == set(prof.task_sets[name]), (run, name)
+            assert all(s["n"] == 2 and s["k"] in (1, 2) for s in scores.values()), (run, name)
     tables = sorted(lay.tables.glob("*.csv"))
     assert {t.stem for t in tables} >= {"table1_main", "table2_grpo", "table3_dpo", "table6_update_frequency"}
     # every table has rows, except one that says it was not evaluated (Table 5: paper.yaml declares no image-text

@@ -100,13 +100,14 @@ def check_task_data(path: Path, required: list[str]) -> int:
     return len(read_jsonl(path, required=tuple(required)))
 
 
-def task_spec(
-    name: str, data_dir: Path | None = None, fixture: Path | None = None, cfg: EvalConfig | None = None
-):
+def task_spec(name: str, data_dir: Path | None = None, fixture: Path | None = None, cfg: EvalConfig | None = None,
+              task_manager: Any = None):  # fmt: skip
     """An lm-eval task spec (name, or dict with overrides) for task ``name``.
 
     Local JSONL tasks have their ``data_files`` resolved against ``data_dir`` (the profile's data folder) and
     checked. ``fixture`` replaces a hub dataset by a local JSONL file of the same schema (tests, offline use).
+    ``cfg.repeats`` applies to our tasks and to lm-eval's own generative tasks (their YAML in ``task_manager``'s
+    index), not to lm-eval's groups (their subtasks keep their own) nor to its log-likelihood tasks (one answer).
     """
     raw, yaml_path = task_yaml(name)
     overrides: dict[str, Any] = {}
@@ -135,15 +136,23 @@ def task_spec(
         overrides["repeats"] = cfg.repeats
     if not overrides:
         return name
-    if raw is None:
-        return {
-            "task": name,
-            **overrides,
-        }  # lm-eval's own task: it merges overrides into its registered config
-    # an inline dict replaces (not updates) the registered config, so give lm-eval the whole YAML + overrides
     from lm_eval.tasks._yaml_loader import load_yaml
 
+    if raw is None and (yaml_path := _generative_yaml(name, task_manager)) is None:
+        return name
+    # an inline dict replaces, not updates, a registered config (lm-eval 0.4.13): the whole YAML + overrides
     return {**load_yaml(yaml_path, resolve_func=True), **overrides}
+
+
+def _generative_yaml(name: str, task_manager: Any) -> Path | None:
+    """The YAML of lm-eval's own task ``name`` when it is one generative task (not a group, tag or Python task)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = task_manager.task_index.get(name) if task_manager is not None else None
+    if entry is None or entry.kind.name != "TASK" or entry.yaml_path is None:
+        return None
+    own = load_yaml(entry.yaml_path, resolve_func=False)
+    return entry.yaml_path if own.get("output_type") == "generate_until" else None
 
 
 # ---- backends -------------------------------------------------------------------------------------------------
@@ -217,8 +226,10 @@ def evaluate(model: Any, tasks: list[str], cfg: EvalConfig | None = None, tokeni
     cfg = cfg or EvalConfig()
     started = time.perf_counter()
     _skip_env_info()
-    specs = [task_spec(t, Path(data_dir) if data_dir else None, (fixtures or {}).get(t), cfg) for t in tasks]
-    tm = TaskManager(include_path=str(TASK_DIR), include_defaults=cfg.include_defaults)
+    defaults = cfg.include_defaults and any(task_yaml(t)[0] is None for t in tasks)  # lm-eval's index: ~7 s
+    tm = TaskManager(include_path=str(TASK_DIR), include_defaults=defaults)
+    specs = [task_spec(t, Path(data_dir) if data_dir else None, (fixtures or {}).get(t), cfg, tm)
+             for t in tasks]  # fmt: skip
     was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
     try:  # a set of image-text tasks: lm-eval's multimodal backend (a set mixing both is refused)
         lm = image_lm(model, cfg, tasks, specs, tm, processor, checkpoint) or _lm(model, tokenizer, cfg)
@@ -249,6 +260,7 @@ def evaluate(model: Any, tasks: list[str], cfg: EvalConfig | None = None, tokeni
         "seed": cfg.seed,
         "config": dataclasses.asdict(cfg),
         "generation": {t: res["configs"][t].get("generation_kwargs") for t in res.get("configs", {})},
+        "lm_eval_metrics": {r["task"]: r["metric"] for r in samples if "metric" in r},  # lm-eval's own tasks
         "lm_eval_version": res.get("lm_eval_version"),
         "wall_s": time.perf_counter() - started,
     }
@@ -341,6 +353,10 @@ def _samples_and_scores(res: dict[str, Any]) -> tuple[list[dict], dict[str, dict
     """Per-sample rows (responses re-scored by the same functions) and per-task scores with standard errors."""
     rows, scores = [], {}
     for task, entries in res.get("samples", {}).items():
+        if not any(m in s for s in entries for m in SCORE_KEYS):  # lm-eval's own task: its metric, not ours
+            rows_of, scores[task] = _lm_eval_scores(task, entries, res.get("configs", {}).get(task, {}))
+            rows += rows_of
+            continue
         per_metric: dict[str, list[float]] = {}
         k = 0
         for s in entries:
@@ -369,6 +385,33 @@ def _samples_and_scores(res: dict[str, Any]) -> tuple[list[dict], dict[str, dict
             task_scores[f"{m}_stderr"] = math.sqrt(var / n)
         scores[task] = task_scores
     return rows, scores
+
+
+def lm_eval_metric(config: dict[str, Any]) -> tuple[str, str]:
+    """(metric, filter) that scores lm-eval's own task of ``config``: the first of its ``metric_list`` under the first
+    of its ``filter_list`` (lm-eval's reported first: gsm8k_cot's ``exact_match,strict-match``, arc's ``acc,none``)."""
+    metrics = [m["metric"] for m in config.get("metric_list") or [] if isinstance(m.get("metric"), str)]
+    filters = [f["name"] for f in config.get("filter_list") or []] or ["none"]
+    return (metrics[0] if metrics else ""), filters[0]
+
+
+def _lm_eval_scores(
+    task: str, entries: list[dict], config: dict[str, Any]
+) -> tuple[list[dict], dict[str, Any]]:
+    """Rows and scores of lm-eval's own task: per problem its :func:`lm_eval_metric` (0-1), as ``avg_at_k`` with
+    ``k = 1`` (lm-eval's filters score the first response; a log-likelihood task has one answer), so the tables read
+    it as our tasks' avg@k. A task whose samples lack that metric is an error naming both."""
+    metric, filt = lm_eval_metric(config)
+    picked = [s for s in entries if s.get("filter") == filt]
+    if not picked or any(metric not in s for s in picked):
+        raise EvalError(f"task {task}: no per-sample {metric!r} under filter {filt!r} in lm-eval's samples")
+    values = [float(s[metric]) for s in picked]
+    rows = [{"task": task, "doc_id": s["doc_id"], "prompt": s["arguments"][0][0], "target": str(s.get("target", "")),
+             "filtered": s.get("filtered_resps"), "metric": f"{metric},{filt}", "avg_at_k": v}
+            for s, v in zip(picked, values, strict=True)]  # fmt: skip
+    n, mean = len(values), sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return rows, {"n": n, "k": 1, "avg_at_k": mean, "avg_at_k_stderr": math.sqrt(var / n)}
 
 
 if __name__ == "__main__":  # the child process of evaluate_in_child

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from psftlib.worlds.stand_in_images import write_image_datasets
+from psftlib.worlds.stand_in_tasks import write_lm_eval_datasets
 
 # this checkout (not psftlib.layout.ROOT: that is the stand-in folder itself once PSFT_ROOT points there)
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
@@ -260,8 +261,8 @@ def write_datasets(root: Path) -> list[str]:
                 f"---\nconfigs:\n- config_name: {config}\n  data_files:\n  - split: {split}\n    path: {name}\n---\n"
             )
         written.append(f"{hub_id}/{name}")
-    # the image-text tasks: the hub's parquet layout, Image features
-    return written + write_image_datasets(root, FIXTURES)
+    # lm-eval's own tasks of paper.yaml's task sets; the image-text tasks (hub parquet layout, Image features)
+    return written + write_lm_eval_datasets(root) + write_image_datasets(root, FIXTURES)
 
 
 LINKS = (
@@ -290,28 +291,30 @@ PROFILE = "paper_tiny"
 TRAIN_BATCH = (
     32  # the paper's 256, /8: every mini batch of paper.yaml (256, 64, 32, 16) stays >= 2 (2 processes)
 )
-HIDDEN_SETS = (
-    "ifeval",
-    "alignment_tax",
-    "vlm_text_ood",
-)  # lm-eval's own tasks only: hub data we have no stand-in of
+# lm-eval's own tasks left out: ifeval imports langdetect and immutabledict (lm_eval[ifeval], in neither lock) and
+# downloads nltk's punkt_tab when imported (no network here)
+HIDDEN_TASKS = ("ifeval",)
 
 
 def tiny_profile(paper: dict[str, Any]) -> dict[str, Any]:
     """``config/paper.yaml`` (a mapping) cut to the tiny hub world: every run, run source, cold start, figure and
     table kept; sizes cut (batches /8, one epoch, 16 generated tokens, 2 samples per problem, 2 GRPO rounds, 2 CPU
-    processes under FSDP), data read from the stand-in files, evaluation on the HF backend with our paper_* tasks only
-    (lm-eval's own tasks need their hub datasets). Any other key is paper.yaml's, so the tiny profile follows it."""
+    processes under FSDP), data read from the stand-in files, evaluation on the HF backend (2 problems per task) with
+    the paper's task sets, lm-eval's own tasks on stand-in data (:mod:`psftlib.worlds.stand_in_tasks`) but for
+    :data:`HIDDEN_TASKS`; the in-training curves on our paper_* tasks only. Any other key is paper.yaml's."""
     tiny = copy.deepcopy(paper)
     tiny.update(
         profile=PROFILE, threads=1, description=f"{paper['description']}; tiny CPU stand-ins (stand_ins.py)"
     )
     tiny["model"] = {k: TINY[k] for k in paper["model"] if k in TINY}
     ev = tiny["eval"]
-    sets = {name: [t for t in tasks if t.startswith("paper_")] for name, tasks in ev["task_sets"].items()}
-    ev["task_sets"] = {name: tasks for name, tasks in sets.items() if tasks and name not in HIDDEN_SETS}
-    ev.update(backend="hf", batch_size=8, max_gen_toks=16, include_defaults=False, repeats=2, limit=2)
-    ev["task_sets"]["curves"] = [*ev["task_sets"]["curves"], *ev["task_sets"]["out_of_domain"][:1]]
+    sets = {name: [t for t in tasks if t not in HIDDEN_TASKS] for name, tasks in ev["task_sets"].items()}
+    ev["task_sets"] = {name: tasks for name, tasks in sets.items() if tasks}
+    ev.update(backend="hf", batch_size=8, max_gen_toks=16, include_defaults=True, repeats=2, limit=2)
+    # the curves (evaluated at every train batch of every run): our tasks only, so no lm-eval index (~7 s) each
+    # time; out of domain the first of ours (SuperGPQA for GPQA)
+    ours = {name: [t for t in tasks if t.startswith("paper_")] for name, tasks in ev["task_sets"].items()}
+    ev["task_sets"]["curves"] = [*ours["curves"], *ours["out_of_domain"][:1]]
     ev["during_training"].update(every_train_batches=1, repeats=2, limit=1)
     if "backend" in ev["during_training"]:
         ev["during_training"]["backend"] = "hf"
