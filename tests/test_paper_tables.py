@@ -151,3 +151,21 @@ def test_paper_only_notebooks_run_as_the_pipeline_runs_them_in_the_tiny_hub_worl
             assert (tmp_path / "results" / "tables" / PROFILE / f"{stem}.md").exists(), stem
         for stem in art.figures:
             assert (tmp_path / "figures" / PROFILE / f"{stem}.png").exists(), stem
+
+
+def test_domain_scores_count_an_lm_eval_group_by_its_subtasks(tmp_path):
+    """Table 1's out-of-domain column (analysis.final_scores / scores_table) has mmlu_pro, lm-eval's group, as its
+    subtasks' mean weighted by their size, and the domain mean over every task of the set."""
+    from psftlib.report.analysis import final_scores, scores_table
+
+    _fake_results(tmp_path, ["psft"])
+    raw = json.loads((tmp_path / "results" / "eval" / "paper" / "psft" / "out_of_domain.json").read_text())[
+        "scores"
+    ]
+    scores = final_scores("paper", "psft", ["out_of_domain"], root=tmp_path)
+    law, art = raw["mmlu_pro_law"]["avg_at_k"], raw["mmlu_pro_art"]["avg_at_k"]
+    assert scores["mmlu_pro"] == pytest.approx((30 * law + 10 * art) / 40) and "mmlu_pro_law" not in scores
+    ood = load_profile("paper").task_sets["out_of_domain"]
+    table = scores_table("paper", ["psft"], ["in_domain", "out_of_domain"], root=tmp_path)
+    assert set(ood) <= set(table.columns)
+    assert table.loc["psft", "out_of_domain"] == pytest.approx(np.mean([scores[t] for t in ood]))

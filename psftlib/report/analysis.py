@@ -53,7 +53,8 @@ def run_metrics(profile: str, run: str, root: Path = ROOT) -> pd.DataFrame:
 
 def final_scores(profile: str, run: str, task_sets: list[str], root: Path = ROOT) -> dict[str, float]:
     """``{task: avg@k}`` of a run's final evaluation (``results/eval/<profile>/<run>/<task_set>.json``); a file that
-    lacks a task of its task set (the profile's ``eval.task_sets``) is an error, not a domain mean over the rest."""
+    lacks a task of its task set (the profile's ``eval.task_sets``) is an error, not a domain mean over the rest. An
+    lm-eval group of the set (``mmlu_pro``) scores as its subtasks' mean weighted by their problems (``n``)."""
     out: dict[str, float] = {}
     expected = (load_profile(profile).data.get("eval") or {}).get("task_sets") or {}
     for task_set in task_sets:
@@ -69,7 +70,14 @@ def final_scores(profile: str, run: str, task_sets: list[str], root: Path = ROOT
             raise DataError(
                 f"{path}: no score for task(s) {missing} of task set {task_set!r}; evaluate again"
             )
-        out.update({task: s["avg_at_k"] for task, s in scores.items()})
+        # a key belongs to the longest task of the set it is or is a subtask of (mmlu_pro_law: mmlu_pro, not mmlu)
+        parts: dict[str, list[tuple[float, float]]] = {}
+        for key, s in scores.items():
+            owners = [t for t in expected.get(task_set, []) if key == t or key.startswith(f"{t}_")]
+            task = max(owners, key=len) if owners else key
+            parts.setdefault(task, []).append((float(s["avg_at_k"]), float(s.get("n") or 1)))
+        for task, p in parts.items():
+            out[task] = float(np.average([v for v, _ in p], weights=[n for _, n in p]))
     return out
 
 
