@@ -315,6 +315,8 @@ def tiny_profile(paper: dict[str, Any]) -> dict[str, Any]:
     # time; out of domain the first of ours (SuperGPQA for GPQA)
     ours = {name: [t for t in tasks if t.startswith("paper_")] for name, tasks in ev["task_sets"].items()}
     ev["task_sets"]["curves"] = [*ours["curves"], *ours["out_of_domain"][:1]]
+    if "task_set_runs" in ev:  # the restrictions of the sets kept
+        ev["task_set_runs"] = {k: runs for k, runs in ev["task_set_runs"].items() if k in ev["task_sets"]}
     ev["during_training"].update(every_train_batches=1, repeats=2, limit=1)
     if "backend" in ev["during_training"]:
         ev["during_training"]["backend"] = "hf"
