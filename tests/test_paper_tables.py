@@ -111,7 +111,20 @@ def test_paper_only_notebooks_draw_their_tables_and_figures_from_fake_results(tm
     assert (
         f"{100 * text.loc['vlm_psft', 'mmlu']:.2f}" in md and "| psft | 9.27 |" in md
     )  # ours in %, the paper's
-    assert "Not evaluated" in (tables / "table5_vlm_multimodal.md").read_text()  # no image task set declared
+    image = pd.read_csv(
+        tables / "table5_vlm_multimodal.csv", index_col="run"
+    )  # Table 5's rows, each cold start + GRPO
+    assert list(image.index) == [
+        "vlm_base",
+        "vlm_base+grpo",
+        "vlm_sft",
+        "vlm_sft+grpo",
+        "vlm_psft",
+        "vlm_psft+grpo",
+    ]
+    assert {"paper_geo3k", "paper_mathverse", "paper_mathvista", "paper_mmmu", "paper_mmmu_pro"} <= set(
+        image.columns
+    )
     assert "\\boxed{4}" in (tables / "fig19_vlm_cases.md").read_text()
     moe = (tables / "table8_moe.md").read_text()
     assert "Qwen3-30B-A3B" in moe and "88.52" in moe  # the paper's PSFT IFEval beside ours

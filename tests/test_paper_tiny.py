@@ -41,7 +41,17 @@ def _env(root: Path) -> dict[str, str]:
 def test_tiny_profile_is_the_paper_dag_with_sizes_cut():
     tiny, paper = _tiny(), load_profile("paper")
     assert tiny.runs == paper.runs and tiny.all_runs == paper.all_runs
-    assert tiny["paper"]["run_sources"] == paper["paper"]["run_sources"]
+    cut = lambda sources: {r: {**s, "grpo": {**s["grpo"], "max_completion_length": 0}} if "grpo" in s else s  # noqa: E731
+                           for r, s in sources.items()}  # fmt: skip
+    assert cut(tiny["paper"]["run_sources"]) == cut(
+        paper["paper"]["run_sources"]
+    )  # a cold start's own length cut too
+    assert tiny["paper"]["base_models"].keys() == paper["paper"]["base_models"].keys()
+    for stage in ("grpo", "dpo"):  # each cold start's data (the VLM's: Geometry-3k)
+        for cold in paper.cold_starts(stage):
+            assert tiny.post_stage(stage, cold)[1].name == paper.post_stage(stage, cold)[1].name
+            assert tiny.post_stage(stage, cold)[0]["max_completion_length"] <= 16 if stage == "grpo" else True
+    assert tiny.task_set_runs == paper.task_set_runs
     assert (
         tiny["paper"]["models"] == paper["paper"]["models"]
     )  # the paper's hub ids, resolved in the stand-in root
