@@ -96,14 +96,15 @@ class FolderLockedError(RuntimeError):
     """Another live process is writing the same output folder; the message names the folder and its PID."""
 
 
-def acquire_folder_lock(folder: str | Path, what: str = "folder") -> Path:
-    """Hold ``<folder>/.lock`` (this process's PID) while writing ``folder``; returns the lock file.
+def acquire_folder_lock(folder: str | Path, what: str = "folder", name: str = LOCK_NAME) -> Path:
+    """Hold ``<folder>/.lock`` (this process's PID) while writing ``folder``; returns the lock file. A ``name`` of its
+    own (``.lock.<task set>``) locks one part of the folder: writers of other parts go on.
 
     A lock whose process is alive stops this one with :class:`FolderLockedError` naming the folder (``what``: e.g.
     "run folder") and the holder's PID; a lock left by a process that is gone (killed) is taken over."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_NAME
+    lock = folder / name
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -125,22 +126,22 @@ def acquire_folder_lock(folder: str | Path, what: str = "folder") -> Path:
         return lock
 
 
-def release_folder_lock(folder: str | Path) -> None:
-    """Remove ``<folder>/.lock`` if this process holds it."""
-    lock = Path(folder) / LOCK_NAME
+def release_folder_lock(folder: str | Path, name: str = LOCK_NAME) -> None:
+    """Remove ``<folder>/.lock`` (or ``<folder>/<name>``) if this process holds it."""
+    lock = Path(folder) / name
     with contextlib.suppress(FileNotFoundError):
         if lock.read_text().strip() == str(os.getpid()):
             lock.unlink()
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
+def folder_lock(folder: str | Path, what: str = "folder", name: str = LOCK_NAME) -> Iterator[Path]:
     """``with folder_lock(out_dir, "evaluation folder"):`` :func:`acquire_folder_lock`, released on every exit."""
-    lock = acquire_folder_lock(folder, what)
+    lock = acquire_folder_lock(folder, what, name)
     try:
         yield lock
     finally:
-        release_folder_lock(folder)
+        release_folder_lock(folder, name)
 
 
 def _alive(pid: int) -> bool:

@@ -193,8 +193,9 @@ def _lock_run(ctx: Ctx) -> int:
     return lost + (out / ".lock").exists()
 
 
-@case("lock:eval_folder", "python -m psftlib.eval into an evaluation folder another live process writes",
-      "FolderLockedError naming the folder and PID, nothing written; after the holder dies the evaluation runs")  # fmt: skip
+@case("lock:eval_folder", "python -m psftlib.eval of a task set another live process writes; another set meanwhile",
+      "FolderLockedError naming the folder, set and PID, nothing written; the other set runs; after the holder dies "
+      "the evaluation runs")  # fmt: skip
 def _lock_eval(ctx: Ctx) -> int:
     from psftlib.eval.__main__ import main
 
@@ -202,22 +203,29 @@ def _lock_eval(ctx: Ctx) -> int:
     ckpt.mkdir(parents=True)
     (ckpt.parent / "selected.json").write_text('{"step": 4, "final_step": 4}')
     final.mkdir()
-    (final / "in_domain.json").write_text('{"scores": {}}')
-    (final / "in_domain.samples.jsonl").write_text("{}\n")
-    argv = ["--profile", "smoke", "--checkpoint", str(ckpt), "--task-sets", "in_domain", "--out-dir", str(out),
-            "--reuse-final", str(final)]  # fmt: skip
+    for name in ("in_domain", "out_of_domain"):
+        (final / f"{name}.json").write_text('{"scores": {}}')
+        (final / f"{name}.samples.jsonl").write_text("{}\n")
+
+    def argv(name: str) -> list[str]:
+        return ["--profile", "smoke", "--checkpoint", str(ckpt), "--task-sets", name, "--out-dir", str(out),
+                "--reuse-final", str(final)]  # fmt: skip
+
     holder = _holder()
     try:
         out.mkdir()
-        (out / ".lock").write_text(str(holder.pid))
-        raises(FolderLockedError, lambda: main(argv), str(out), f"process {holder.pid}", "evaluation folder")
-        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+        (out / ".lock.in_domain").write_text(str(holder.pid))
+        raises(FolderLockedError, lambda: main(argv("in_domain")), str(out), f"process {holder.pid}",
+               "evaluation folder's 'in_domain'")  # fmt: skip
+        assert sorted(p.name for p in out.iterdir()) == [".lock.in_domain"]
+        main(argv("out_of_domain"))  # another task set of the same run (rules eval and eval_only at once)
+        assert json.loads((out / "out_of_domain.json").read_text())["reused_from"] == str(final)
     finally:
         holder.kill()
         holder.wait()
-    main(argv)
+    main(argv("in_domain"))
     assert json.loads((out / "in_domain.json").read_text())["reused_from"] == str(final)
-    return (out / ".lock").exists()
+    return len(list(out.glob(".lock*")))
 
 
 # ---- bad --set values (profile schema) ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ load only after the arguments are parsed, so ``--help`` answers at once."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (args.task_sets and args.out_dir):
         parser.error("--task-sets and --out-dir are required (or --initial-curves PATH)")
-    with folder_lock(args.out_dir, "evaluation folder"):  # a second writer stops with the holder's PID named
+    with (
+        contextlib.ExitStack() as locks
+    ):  # one lock per task set: a second writer of a set stops, its PID named
+        for name in sorted(args.task_sets):  # (rules eval and eval_only write other sets of one run at once)
+            locks.enter_context(folder_lock(args.out_dir, f"evaluation folder's {name!r}", f".lock.{name}"))
         evaluate_task_sets(args)
     results = {name: json.loads((Path(args.out_dir) / f"{name}.json").read_text()) for name in args.task_sets}
     print(f"scores of {args.checkpoint} (0-1; ± standard error), in {args.out_dir}:\n{score_table(results)}")
