@@ -10,6 +10,7 @@ import yaml
 
 from psftlib.data import DataError
 from psftlib.eval import TASK_DIR, EvalConfig, EvalError, evaluate, reuse_final_eval, task_spec
+from psftlib.eval.harness import task_yaml
 from psftlib.eval.verify import extract_answer, is_correct
 from psftlib.worlds.small import SYSTEM_PROMPT
 
@@ -251,3 +252,38 @@ def test_every_profile_eval_section_makes_an_eval_config(name):
     prof = load_profile(name)
     cfg, sets = profile_eval_config(prof)
     assert sets == prof.task_sets and cfg.backend == prof["eval"].get("backend", "hf")
+
+
+def test_the_narrowed_lm_eval_index_finds_every_task_where_the_whole_index_does():
+    """psftlib.eval.task_index builds lm-eval's index from the folders that name the evaluation's tasks (~0.7 s
+    instead of ~6 s per job): for every lm-eval task the profiles name, each task it resolves to (a group's
+    subtasks too) comes from the same YAML as in the whole index."""
+    from lm_eval.tasks import TaskManager
+
+    from psftlib.config import load_profile
+    from psftlib.eval.task_index import task_manager
+
+    names = sorted({t for p in ("smoke", "mini", "paper") for ts in load_profile(p).task_sets.values() for t in ts
+                    if task_yaml(t)[0] is None})  # fmt: skip
+    assert {"mmlu_pro", "cmmlu", "gpqa_diamond_cot_zeroshot", "mmlu_flan_n_shot_generative"} <= set(names)
+    whole = TaskManager(include_path=str(TASK_DIR), include_defaults=True).task_index
+    narrow = task_manager(TASK_DIR, names).task_index
+    assert len(narrow) < len(whole) / 5  # narrowed, not the whole index again
+
+    def resolved(index, name):  # name -> YAML path of it and of every task its groups list
+        out, todo = {}, [name]
+        while todo:
+            entry = index[n := todo.pop()]
+            out[n] = entry.yaml_path
+            kids = (entry.cfg or {}).get("task", []) if entry.kind.name == "GROUP" else []
+            todo += [
+                k for k in (kids if isinstance(kids, list) else [kids]) if isinstance(k, str) and k not in out
+            ]
+        return out
+
+    for name in names:
+        assert resolved(narrow, name) == resolved(whole, name), name
+    assert (
+        task_manager(TASK_DIR, []).task_index.keys()
+        == TaskManager(include_path=str(TASK_DIR), include_defaults=False).task_index.keys()
+    )

@@ -35,6 +35,7 @@ import torch
 
 from psftlib.data import atomic_write, read_jsonl
 from psftlib.eval.multimodal import VisionModelError, image_lm
+from psftlib.eval.task_index import task_manager
 from psftlib.eval.verify import extract_answer, is_correct
 from psftlib.worlds.build import load_checkpoint, save_pretrained_atomic
 
@@ -221,13 +222,12 @@ def evaluate(model: Any, tasks: list[str], cfg: EvalConfig | None = None, tokeni
     if ``out`` is given, writes ``<out>.json`` and ``<out>.samples.jsonl`` atomically.
     """
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
     cfg = cfg or EvalConfig()
     started = time.perf_counter()
     _skip_env_info()
-    defaults = cfg.include_defaults and any(task_yaml(t)[0] is None for t in tasks)  # lm-eval's index: ~7 s
-    tm = TaskManager(include_path=str(TASK_DIR), include_defaults=defaults)
+    own = [t for t in tasks if task_yaml(t)[0] is None] if cfg.include_defaults else []  # lm-eval's own tasks
+    tm = task_manager(TASK_DIR, own)  # their folders of lm-eval's index only (psftlib.eval.task_index)
     specs = [task_spec(t, Path(data_dir) if data_dir else None, (fixtures or {}).get(t), cfg, tm)
              for t in tasks]  # fmt: skip
     was_training = getattr(model, "training", None)  # HFLM puts an in-memory model in eval mode
