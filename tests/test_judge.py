@@ -104,31 +104,15 @@ def test_alpaca_eval_prompt_is_alpaca_evals_own():
 UPSTREAM_SHA256 = {
     ("mt_bench", "single", "system"): "75357d685f238b6afd7738be9786fdafde641eb6ca9a3be7471939715a68a4de",
     ("mt_bench", "single", "prompt"): "0935c7ff79f38d3f9b135e14b2cf3bc05ddfbcb96cfd4094b1681a8044e9ccd0",
-    (
-        "mt_bench",
-        "single_reference",
-        "system",
-    ): "75357d685f238b6afd7738be9786fdafde641eb6ca9a3be7471939715a68a4de",
-    (
-        "mt_bench",
-        "single_reference",
-        "prompt",
-    ): "8e11dbbf609a3d6f69cc75c8f1f2a4932160a64499f6fd6e5f3916e8e54aa2b7",
+    ("mt_bench", "single_reference", "system"): "75357d685f238b6afd7738be9786fdafde641eb6ca9a3be7471939715a68a4de",
+    ("mt_bench", "single_reference", "prompt"): "8e11dbbf609a3d6f69cc75c8f1f2a4932160a64499f6fd6e5f3916e8e54aa2b7",
     ("mt_bench", "multi_turn", "system"): "d1e77aa107f02dd829e2e9caee2ad227d0a501853fefa74ccd4b51f758cbd432",
     ("mt_bench", "multi_turn", "prompt"): "33067cf18206b4abdc13b27f53b5240b4ef64e9efa5a2fb4b51d91fb0aca60fd",
-    (
-        "mt_bench",
-        "multi_turn_reference",
-        "system",
-    ): "4b8fe8086dbdf4a8bc64cdeec10ff6b348ec6c0578d668ad01604e47ae517baf",
-    (
-        "mt_bench",
-        "multi_turn_reference",
-        "prompt",
-    ): "6a2b8ad2961c275c0afd7206cbf6bb22379309ded1032798464f3f4ae5176b03",
+    ("mt_bench", "multi_turn_reference", "system"): "4b8fe8086dbdf4a8bc64cdeec10ff6b348ec6c0578d668ad01604e47ae517baf",
+    ("mt_bench", "multi_turn_reference", "prompt"): "6a2b8ad2961c275c0afd7206cbf6bb22379309ded1032798464f3f4ae5176b03",
     ("arena_hard", "pairwise", "system"): "03f68010febd7a6405102ef882b4dd5a9700c56b2e1ff286d3b38f5d3a929bbf",
     ("arena_hard", "pairwise", "prompt"): "b0260904bc964e0d07d20581309c53fce4879159080fee42d8c91f8a80c48df4",
-}
+}  # fmt: skip
 # FastChat data/mt_bench/reference_answer/gpt-4.jsonl (git blob 8b66387a3129cbb117178fe515491df553dd52df)
 REFERENCE_SHA256 = "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f"
 FIELDS = {  # each template's str.format fields: the upstream names
