@@ -74,7 +74,9 @@ class GRPOSettings:
     # server mode, started by the job (psftlib.post.vllm_server): its GPUs (the job's GPUs after the training
     # processes'; tensor parallel vllm_tensor_parallel_size, data parallel the rest), memory share and start wait
     vllm_server_gpus: int = 1
-    vllm_server_gpu_memory_utilization: float = 0.9  # trl vllm-serve's default (the GPUs are the server's alone)
+    vllm_server_gpu_memory_utilization: float = (
+        0.9  # trl vllm-serve's default (the GPUs are the server's alone)
+    )
     vllm_server_start_timeout: float = 1200.0  # seconds until /health answers (weights load, CUDA graphs)
 
     def check_vllm(self) -> None:
