@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from psftlib.config import ROOT, Profile, load_profile, validate_profile
-from psftlib.worlds import stand_ins
+from psftlib.worlds import stand_in_tasks, stand_ins
 
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
 
@@ -32,7 +32,8 @@ def _tiny() -> Profile:
 def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
             "PSFT_ROOT": str(root), "HF_HOME": str(root / ".hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "0"}  # fmt: skip
+            "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "0",
+            "NLTK_DATA": str(root / stand_in_tasks.NLTK_DATA)}  # fmt: skip  # IFEval's punkt_tab stand-in
 
 
 # ---- the tiny profile: paper.yaml with sizes cut -----------------------------------------------------------------
@@ -68,11 +69,11 @@ def test_tiny_profile_is_the_paper_dag_with_sizes_cut():
         assert (small.objective, small.lr, small.clip_high) == (big.objective, big.lr, big.clip_high)
     sets = tiny.task_sets
     assert sets["in_domain"] == paper.task_sets["in_domain"]
-    # the paper's task sets with lm-eval's own tasks (but ifeval); the curves, at every train batch, ours only
+    # the paper's task sets, lm-eval's own tasks included; the curves, at every train batch, ours only
     for name in set(sets) - {tiny.curves_task_set}:
-        assert sets[name] == [t for t in paper.task_sets[name] if t not in stand_ins.HIDDEN_TASKS], name
+        assert sets[name] == paper.task_sets[name], name
     assert sets["curves"] == ["paper_aime24", "paper_supergpqa"]
-    assert set(paper.task_sets) - set(sets) == {"ifeval"} and "gpqa_main_cot_n_shot" in sets["alignment_tax"]
+    assert set(paper.task_sets) == set(sets) and sets["ifeval"] == ["ifeval"]
 
 
 def test_post_training_reads_the_data_its_world_writes():
@@ -135,17 +136,22 @@ def test_stand_in_data_loads_through_the_paper_loaders_and_lm_eval_names(hub, mo
 
 
 def test_lm_eval_own_tasks_of_the_tiny_profile_load_and_score_offline(hub, monkeypatch):
-    """Every task set of the tiny profile with lm-eval's own tasks (gpqa, arc, truthfulqa, mmlu_pro, headqa, gsm8k,
-    mmlu, mmlu_flan and cmmlu on the stand-in data of psftlib.worlds.stand_in_tasks, beside ours) through the harness
+    """Every task set of the tiny profile with lm-eval's own tasks (gpqa, arc, truthfulqa, mmlu_pro, headqa, ifeval,
+    gsm8k, mmlu, mmlu_flan and cmmlu on the stand-in data of psftlib.worlds.stand_in_tasks, beside ours) through the harness
     with the profile's eval settings (HF backend, 2 problems, 16 tokens) on the tiny Qwen2: a score for every task,
     each subtask of a group, in [0, 1], with the metric lm-eval reports first for lm-eval's own tasks."""
     import dataclasses
+
+    import nltk
 
     from psftlib.eval.harness import EvalConfig, evaluate
     from psftlib.report.task_tables import owner
 
     monkeypatch.chdir(hub)  # the hub ids resolve to the stand-in folders
     monkeypatch.setenv("HF_HOME", str(hub / ".hf"))
+    monkeypatch.setattr(
+        nltk.data, "path", [str(hub / stand_in_tasks.NLTK_DATA)]
+    )  # IFEval's punkt_tab stand-in only
     ev = yaml.safe_load((hub / "config" / "paper_tiny.yaml").read_text())["eval"]
     # the harness's settings of the eval section (not which runs get a set, nor the code runner's settings)
     cfg = EvalConfig.from_dict({k: ev[k] for k in {f.name for f in dataclasses.fields(EvalConfig)} & set(ev)})
@@ -154,7 +160,7 @@ def test_lm_eval_own_tasks_of_the_tiny_profile_load_and_score_offline(hub, monke
         for name, tasks in ev["task_sets"].items()
         if any(not t.startswith("paper_") for t in tasks)
     }
-    assert set(sets) == {"out_of_domain", "alignment_tax", "vlm_text_ood"}
+    assert set(sets) == {"out_of_domain", "ifeval", "alignment_tax", "vlm_text_ood"}
     # lm-eval 0.4.13's groups: their number of subtasks
     groups = {"mmlu": 57, "mmlu_pro": 14, "mmlu_flan_n_shot_generative": 57, "cmmlu": 67}
     for name, tasks in sets.items():
@@ -168,7 +174,12 @@ def test_lm_eval_own_tasks_of_the_tiny_profile_load_and_score_offline(hub, monke
                 assert s["n"] == cfg.limit and 0 <= s["avg_at_k"] <= 1, (name, key, s)
                 ours = task.startswith("paper_")
                 assert s["k"] == (cfg.repeats if ours else 1), (name, key, s)
-                assert ours or res["lm_eval_metrics"][key].split(",")[0] in ("acc", "exact_match"), key
+                first = (
+                    "acc",
+                    "exact_match",
+                    "prompt_level_strict_acc",
+                )  # IFEval: the share of prompts followed
+                assert ours or res["lm_eval_metrics"][key].split(",")[0] in first, key
         if "gsm8k_cot" in tasks:  # several filters: scored under its first (lm-eval's reported first)
             assert res["lm_eval_metrics"]["gsm8k_cot"] == "exact_match,strict-match"
 

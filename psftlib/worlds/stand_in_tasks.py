@@ -1,6 +1,6 @@
 """Stand-in data for lm-eval's own tasks of the paper profile (``eval.task_sets`` of config/paper.yaml: gpqa,
 arc_challenge, truthfulqa_mc1, mmlu_pro, headqa_en, gsm8k_cot and the groups mmlu, mmlu_flan_n_shot_generative and
-cmmlu), written into the tiny hub world (:mod:`psftlib.worlds.stand_ins`) under each dataset's hub id, so lm-eval's
+cmmlu; ifeval), written into the tiny hub world (:mod:`psftlib.worlds.stand_ins`) under each dataset's hub id, so lm-eval's
 ``datasets.load_dataset(dataset_path, dataset_name)`` reads a local dataset folder offline::
 
     <hub id>/README.md                 a dataset card whose ``configs:`` name every config and its split files
@@ -41,6 +41,8 @@ HUB_DATA: dict[str, tuple[str, tuple[str, ...] | str, dict[str, int], str]] = {
     # mmlu_<subject> and mmlu_flan_n_shot_generative_<subject>: one config per subject, few-shot split dev
     "cais/mmlu": ("mmlu", "mmlu", {"test": 2, "dev": 5}, "question"),
     "haonan-li/cmmlu": ("cmmlu", "cmmlu", {"test": 2, "dev": 5}, "Question"),
+    # ifeval: train only (no config); its checks need nltk's punkt_tab (write_punkt_tab) and langdetect
+    "google/IFEval": ("ifeval", (DEFAULT,), {"train": 2}, "prompt"),
 }
 
 
@@ -140,3 +142,19 @@ def write_lm_eval_datasets(root: Path) -> list[str]:
             "---\n" + yaml.safe_dump({"configs": card}, sort_keys=False) + "---\n"
         )
     return written
+
+
+NLTK_DATA = "nltk_data"  # under the stand-in root; the DAG's jobs get NLTK_DATA=<root>/nltk_data
+PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
+
+
+def write_punkt_tab(root: Path) -> str:
+    """An untrained English Punkt model (no abbreviations, collocations or sentence starters) as nltk's
+    ``tokenizers/punkt_tab/english`` under ``root/nltk_data``: what IFEval's sentence counting loads (lm-eval
+    downloads nltk's trained one when it imports the task unless ``NLTK_DATA`` holds one; nothing is downloaded here).
+    Returns the folder written, relative to ``root``."""
+    folder = Path(NLTK_DATA) / "tokenizers" / "punkt_tab" / "english"
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for name in PUNKT_FILES:  # nltk.tokenize.punkt.load_punkt_params reads these; empty = no learned parameters
+        (root / folder / name).write_text("")
+    return str(folder)

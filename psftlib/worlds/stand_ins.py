@@ -19,7 +19,7 @@ read from disk before the hub is asked) and the paper's code paths run unchanged
 is a project root of its own and nothing is written into the checkout's ``results/``::
 
     python -m psftlib.worlds.stand_ins <folder>
-    cd <folder> && PSFT_ROOT=$PWD snakemake --cores 2 --configfile config/paper_tiny.yaml
+    cd <folder> && PSFT_ROOT=$PWD NLTK_DATA=$PWD/nltk_data snakemake --cores 2 --configfile config/paper_tiny.yaml
 
 Nothing is downloaded: the models are built from config with a fixed seed, the tokenizer is trained on the fixtures.
 """
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from psftlib.worlds.stand_in_images import write_image_datasets
-from psftlib.worlds.stand_in_tasks import write_lm_eval_datasets
+from psftlib.worlds.stand_in_tasks import NLTK_DATA, write_lm_eval_datasets, write_punkt_tab
 
 # this checkout (not psftlib.layout.ROOT: that is the stand-in folder itself once PSFT_ROOT points there)
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
@@ -262,7 +262,12 @@ def write_datasets(root: Path) -> list[str]:
             )
         written.append(f"{hub_id}/{name}")
     # lm-eval's own tasks of paper.yaml's task sets; the image-text tasks (hub parquet layout, Image features)
-    return written + write_lm_eval_datasets(root) + write_image_datasets(root, FIXTURES)
+    return (
+        written
+        + write_lm_eval_datasets(root)
+        + write_image_datasets(root, FIXTURES)
+        + [write_punkt_tab(root)]
+    )
 
 
 LINKS = (
@@ -291,25 +296,20 @@ PROFILE = "paper_tiny"
 TRAIN_BATCH = (
     32  # the paper's 256, /8: every mini batch of paper.yaml (256, 64, 32, 16) stays >= 2 (2 processes)
 )
-# lm-eval's own tasks left out: ifeval imports langdetect and immutabledict (lm_eval[ifeval], in neither lock) and
-# downloads nltk's punkt_tab when imported (no network here)
-HIDDEN_TASKS = ("ifeval",)
 
 
 def tiny_profile(paper: dict[str, Any]) -> dict[str, Any]:
     """``config/paper.yaml`` (a mapping) cut to the tiny hub world: every run, run source, cold start, figure and
     table kept; sizes cut (batches /8, one epoch, 16 generated tokens, 2 samples per problem, 2 GRPO rounds, 2 CPU
     processes under FSDP), data read from the stand-in files, evaluation on the HF backend (2 problems per task) with
-    the paper's task sets, lm-eval's own tasks on stand-in data (:mod:`psftlib.worlds.stand_in_tasks`) but for
-    :data:`HIDDEN_TASKS`; the in-training curves on our paper_* tasks only. Any other key is paper.yaml's."""
+    the paper's task sets, lm-eval's own tasks on stand-in data (:mod:`psftlib.worlds.stand_in_tasks`); the
+    in-training curves on our paper_* tasks only. Any other key is paper.yaml's."""
     tiny = copy.deepcopy(paper)
     tiny.update(
         profile=PROFILE, threads=1, description=f"{paper['description']}; tiny CPU stand-ins (stand_ins.py)"
     )
     tiny["model"] = {k: TINY[k] for k in paper["model"] if k in TINY}
     ev = tiny["eval"]
-    sets = {name: [t for t in tasks if t not in HIDDEN_TASKS] for name, tasks in ev["task_sets"].items()}
-    ev["task_sets"] = {name: tasks for name, tasks in sets.items() if tasks}
     ev.update(backend="hf", batch_size=8, max_gen_toks=16, include_defaults=True, repeats=2, limit=2)
     # the curves (evaluated at every train batch of every run): our tasks only, so no lm-eval index (~7 s) each
     # time; out of domain the first of ours (SuperGPQA for GPQA)
@@ -398,8 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", help="folder to write the stand-ins into (the DAG's project root, PSFT_ROOT)")
     args = parser.parse_args(argv)
     root = write_hub(args.root)
-    print(f"tiny hub world in {root}; run:\n  cd {root} && PSFT_ROOT=$PWD snakemake --cores 2 "
-          "--configfile config/paper_tiny.yaml")  # fmt: skip
+    print(f"tiny hub world in {root}; run:\n  cd {root} && PSFT_ROOT=$PWD NLTK_DATA=$PWD/{NLTK_DATA} snakemake "
+          "--cores 2 --configfile config/paper_tiny.yaml")  # fmt: skip
 
 
 if __name__ == "__main__":
