@@ -329,7 +329,7 @@ def validate_profile(data: Any, source: str) -> None:
             or key.startswith("front")
         ):
             raise ConfigError(f"{source}: {key}: {run!r} is not defined under runs")
-    check_bases_and_task_set_runs(data, profile.final_task_sets, source)
+    check_bases_and_task_set_runs(data, profile.final_task_sets, profile.base_runs, source)
     if frontier and (ref := frontier["reference"]) not in frontier["methods"]:
         raise ConfigError(f"{source}: frontier.reference: {ref!r} is not one of frontier.methods")
 

@@ -33,11 +33,12 @@ def check_train_values(values: dict[str, Any], source: str) -> None:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
 
 
-def check_bases_and_task_set_runs(data: dict[str, Any], final_task_sets: list[str], source: str) -> None:
+def check_bases_and_task_set_runs(
+    data: dict[str, Any], final_task_sets: list[str], bases: list[str], source: str
+) -> None:
     """Cross-field checks of a profile mapping: ``paper.base_models`` name model roles (and no run);
-    ``eval.task_set_runs`` name final task sets and runs or base models."""
+    ``eval.task_set_runs`` name final task sets and runs or base models (``bases``: ``Profile.base_runs``)."""
     paper, runs = data.get("paper") or {}, list(data["runs"])
-    bases = list(paper.get("base_models") or ["base"])
     for name, spec in (paper.get("base_models") or {}).items():
         if name in runs:
             raise ConfigError(
