@@ -155,6 +155,6 @@ def write_punkt_tab(root: Path) -> str:
     Returns the folder written, relative to ``root``."""
     folder = Path(NLTK_DATA) / "tokenizers" / "punkt_tab" / "english"
     (root / folder).mkdir(parents=True, exist_ok=True)
-    for name in PUNKT_FILES:  # nltk.tokenize.punkt.load_punkt_params reads these; empty = no learned parameters
+    for name in PUNKT_FILES:  # what nltk's load_punkt_params reads; empty: no learned parameters
         (root / folder / name).write_text("")
     return str(folder)
